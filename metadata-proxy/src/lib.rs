@@ -1,0 +1,1 @@
+//! The metadata proxy (issue 3).

@@ -1,0 +1,1 @@
+//! Audit trail (issue 4). Owned by the audit/recording work.

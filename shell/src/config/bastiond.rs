@@ -1,0 +1,374 @@
+//! `[bastiond]`: the session broker's settings, with per-group and per-user
+//! overrides of the image, the IAM role and the container limits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+/// `[bastiond]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BastiondConfig {
+    /// Unix socket the login shells connect to.
+    pub socket: PathBuf,
+    /// Docker Engine endpoint; the local unix socket when unset.
+    pub docker_host: Option<String>,
+    /// Image of the users' containers, unless a group or user says otherwise.
+    pub image: String,
+    /// The login shell inside the container.
+    pub shell: String,
+    /// IAM role (name or ARN) for users whose group/user section sets none.
+    pub role: Option<String>,
+    /// Host directory holding one persistent home per user.
+    pub home_root: PathBuf,
+    /// Host directory of kubeconfigs, mounted read-only into every container
+    /// (skipped when it does not exist).
+    pub kubeconfig_dir: PathBuf,
+    /// Users allowed in, by name. A user is allowed when named here or in a
+    /// group of `allow_groups`.
+    pub allow_users: Vec<String>,
+    /// Groups whose members are allowed in.
+    pub allow_groups: Vec<String>,
+    /// Stop a container that has had no live session for this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_stop_after: Duration,
+    /// Remove a container that has been stopped for this long (the home stays).
+    #[serde(with = "humantime_serde")]
+    pub remove_after: Duration,
+    /// Extra environment for every container (e.g. `AWS_ENDPOINT_URL_STS`).
+    pub env: BTreeMap<String, String>,
+    pub network: NetworkConfig,
+    pub limits: Limits,
+    /// Overrides per group; when a user is in several, they apply in group
+    /// name order (later wins), and user overrides win over all of them.
+    pub groups: BTreeMap<String, Overrides>,
+    /// Overrides per user name.
+    pub users: BTreeMap<String, Overrides>,
+}
+
+impl Default for BastiondConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/bastion/bastiond.sock"),
+            docker_host: None,
+            image: "bastion/user:latest".to_owned(),
+            shell: "/bin/bash".to_owned(),
+            role: None,
+            home_root: PathBuf::from("/var/lib/bastion/homes"),
+            kubeconfig_dir: PathBuf::from("/etc/bastion/kubeconfigs"),
+            allow_users: Vec::new(),
+            allow_groups: vec!["bastion-users".to_owned()],
+            idle_stop_after: Duration::from_secs(30 * 60),
+            remove_after: Duration::from_secs(7 * 24 * 3600),
+            env: BTreeMap::new(),
+            network: NetworkConfig::default(),
+            limits: Limits::default(),
+            groups: BTreeMap::new(),
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[bastiond.network]`: the dedicated bridge of the users' containers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Docker network name, also the Linux bridge name.
+    pub name: String,
+    /// IPv4 subnet of the bridge; the gateway is its first address.
+    pub subnet: Ipv4Net,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            name: "bastion0".to_owned(),
+            subnet: "172.30.0.0/24".parse().expect("valid default subnet"),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The bridge's own address: where host services for containers listen.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.subnet
+            .hosts()
+            .next()
+            .unwrap_or_else(|| self.subnet.network())
+    }
+}
+
+/// `[bastiond.limits]`: resource limits of one user's container.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most processes and threads at once.
+    pub pids: i64,
+    /// Memory limit, e.g. `"2GiB"`.
+    pub memory: ByteSize,
+    /// CPUs, e.g. `1.5`.
+    pub cpus: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            pids: 512,
+            memory: ByteSize::gib(2),
+            cpus: 2.0,
+        }
+    }
+}
+
+/// Settings a `[bastiond.groups.NAME]` or `[bastiond.users.NAME]` may change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Overrides {
+    pub image: Option<String>,
+    pub role: Option<String>,
+    pub limits: Option<PartialLimits>,
+}
+
+/// Limits where each field may be left to the defaults.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialLimits {
+    pub pids: Option<i64>,
+    pub memory: Option<ByteSize>,
+    pub cpus: Option<f64>,
+}
+
+/// What applies to one user once defaults, groups and user are merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSettings {
+    pub image: String,
+    pub role: Option<String>,
+    pub limits: Limits,
+}
+
+/// Why a user gets no session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResolveError {
+    #[error("root (uid 0) may not log in through the bastion")]
+    Root,
+    #[error(
+        "user {user} is not allowed on this bastion: ask an admin to add them to allow_users or to a group in allow_groups"
+    )]
+    NotAllowed { user: String },
+}
+
+impl BastiondConfig {
+    /// Whether `user` (uid `uid`, member of `groups`) may log in, and with
+    /// which settings. The uid comes from SO_PEERCRED, never from a request.
+    pub fn resolve(
+        &self,
+        user: &str,
+        uid: u32,
+        groups: &[String],
+    ) -> Result<UserSettings, ResolveError> {
+        if uid == 0 {
+            return Err(ResolveError::Root);
+        }
+        let allowed = self.allow_users.iter().any(|u| u == user)
+            || groups.iter().any(|g| self.allow_groups.contains(g));
+        if !allowed {
+            return Err(ResolveError::NotAllowed {
+                user: user.to_owned(),
+            });
+        }
+        let mut settings = UserSettings {
+            image: self.image.clone(),
+            role: self.role.clone(),
+            limits: self.limits,
+        };
+        let group_overrides = self
+            .groups
+            .iter()
+            .filter(|(name, _)| groups.contains(name))
+            .map(|(_, o)| o);
+        for overrides in group_overrides.chain(self.users.get(user)) {
+            overrides.apply(&mut settings);
+        }
+        Ok(settings)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((format!("bastiond.{key}"), message));
+        if self.image.trim().is_empty() {
+            return bad("image", "must name an image".into());
+        }
+        if !self.shell.starts_with('/') {
+            return bad("shell", "must be an absolute path inside the image".into());
+        }
+        if !self.home_root.is_absolute() {
+            return bad("home_root", "must be an absolute path".into());
+        }
+        if self.remove_after < self.idle_stop_after {
+            return bad(
+                "remove_after",
+                "must not be shorter than idle_stop_after".into(),
+            );
+        }
+        if self.network.name.is_empty() || self.network.name.len() > 15 {
+            return bad(
+                "network.name",
+                "must be 1 to 15 characters (it is also the Linux bridge name)".into(),
+            );
+        }
+        if self.network.subnet.prefix_len() > 29 {
+            return bad("network.subnet", "must be a /29 or larger".into());
+        }
+        for name in self.env.keys() {
+            if name.is_empty() || name.contains('=') {
+                return bad(&format!("env.{name}"), "is not a valid variable name".into());
+            }
+        }
+        validate_limits("limits", &self.limits.into())?;
+        for (kind, table) in [("groups", &self.groups), ("users", &self.users)] {
+            for (name, overrides) in table {
+                if let Some(limits) = &overrides.limits {
+                    validate_limits(&format!("{kind}.{name}.limits"), limits)?;
+                }
+                if overrides.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+                    return bad(&format!("{kind}.{name}.image"), "must name an image".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<Limits> for PartialLimits {
+    fn from(l: Limits) -> Self {
+        Self {
+            pids: Some(l.pids),
+            memory: Some(l.memory),
+            cpus: Some(l.cpus),
+        }
+    }
+}
+
+fn validate_limits(at: &str, limits: &PartialLimits) -> Result<(), (String, String)> {
+    let key = |k: &str| format!("bastiond.{at}.{k}");
+    if limits.pids.is_some_and(|p| p < 16) {
+        return Err((key("pids"), "must be at least 16".into()));
+    }
+    if limits.memory.is_some_and(|m| m < ByteSize::mib(64)) {
+        return Err((key("memory"), "must be at least 64MiB".into()));
+    }
+    if limits.cpus.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        return Err((key("cpus"), "must be a positive number".into()));
+    }
+    Ok(())
+}
+
+impl Overrides {
+    fn apply(&self, settings: &mut UserSettings) {
+        if let Some(image) = &self.image {
+            settings.image.clone_from(image);
+        }
+        if let Some(role) = &self.role {
+            settings.role = Some(role.clone());
+        }
+        if let Some(limits) = &self.limits {
+            settings.limits.pids = limits.pids.unwrap_or(settings.limits.pids);
+            settings.limits.memory = limits.memory.unwrap_or(settings.limits.memory);
+            settings.limits.cpus = limits.cpus.unwrap_or(settings.limits.cpus);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn groups(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    const TEXT: &str = r#"
+[bastiond]
+image = "base:1"
+role = "default-role"
+allow_groups = ["ops", "dev"]
+allow_users = ["carol"]
+
+[bastiond.limits]
+pids = 100
+
+[bastiond.groups.dev]
+image = "dev:1"
+limits = { memory = "1GiB" }
+
+[bastiond.groups.ops]
+role = "ops-role"
+
+[bastiond.users.alice]
+role = "alice-role"
+"#;
+
+    #[test]
+    fn user_overrides_win_over_groups_and_defaults() {
+        let config = Config::parse(TEXT).unwrap().bastiond;
+        let s = config.resolve("alice", 1000, &groups(&["dev", "ops"])).unwrap();
+        assert_eq!(s.image, "dev:1");
+        assert_eq!(s.role.as_deref(), Some("alice-role"));
+        assert_eq!(s.limits.pids, 100);
+        assert_eq!(s.limits.memory, ByteSize::gib(1));
+        let s = config.resolve("bob", 1001, &groups(&["ops"])).unwrap();
+        assert_eq!(s.image, "base:1");
+        assert_eq!(s.role.as_deref(), Some("ops-role"));
+        assert_eq!(s.limits.memory, ByteSize::gib(2));
+    }
+
+    #[test]
+    fn only_allowed_users_and_never_root() {
+        let config = Config::parse(TEXT).unwrap().bastiond;
+        assert!(config.resolve("carol", 1002, &[]).is_ok());
+        assert_eq!(
+            config.resolve("eve", 1003, &groups(&["staff"])),
+            Err(ResolveError::NotAllowed { user: "eve".into() })
+        );
+        assert_eq!(
+            config.resolve("root", 0, &groups(&["ops"])),
+            Err(ResolveError::Root)
+        );
+        assert_eq!(
+            config.resolve("carol", 0, &[]),
+            Err(ResolveError::Root),
+            "uid 0 under any name"
+        );
+    }
+
+    #[test]
+    fn limits_and_durations_parse_from_human_units() {
+        let config = Config::parse(
+            "[bastiond]\nidle_stop_after = \"10m\"\nremove_after = \"2days\"\n[bastiond.limits]\nmemory = \"512MiB\"\ncpus = 0.5\n",
+        )
+        .unwrap()
+        .bastiond;
+        assert_eq!(config.idle_stop_after, Duration::from_secs(600));
+        assert_eq!(config.remove_after, Duration::from_secs(2 * 86400));
+        assert_eq!(config.limits.memory, ByteSize::mib(512));
+    }
+
+    #[test]
+    fn gateway_is_the_first_host_address() {
+        assert_eq!(
+            NetworkConfig::default().gateway(),
+            "172.30.0.1".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_group_limits_name_their_key() {
+        let text = "[bastiond.groups.dev]\nlimits = { pids = 1 }\n";
+        let problem = Config::parse(text).unwrap_err();
+        assert_eq!(problem.key.as_deref(), Some("bastiond.groups.dev.limits.pids"));
+    }
+}

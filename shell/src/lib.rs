@@ -1,0 +1,10 @@
+//! bastion: the login shell (`bastion-shell`), the session broker (`bastiond`)
+//! and the admin/review CLI (`bastionctl`).
+//!
+//! `unsafe` is denied crate-wide and allowed only in [`sys`].
+
+pub mod audit;
+pub mod config;
+pub mod recording;
+pub mod secure_file;
+pub mod sys;

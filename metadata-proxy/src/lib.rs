@@ -1,1 +1,26 @@
-//! The metadata proxy (issue 3).
+//! bastion-metadata-proxy: answers user containers' calls to the EC2
+//! instance metadata service (169.254.169.254) and the container-credentials
+//! endpoint (169.254.170.2) with STS credentials for that container's role
+//! only (design.md, "Credentials flow"; issue 3).
+//!
+//! - [`metadata_api`]: the HTTP API containers see (IMDSv1/v2, tokens,
+//!   credentials, passthrough allow-list, Host checks).
+//! - [`containers`]: source IP → container, from the Docker Engine.
+//! - [`credential_cache`]: per-role-session cache, single-flight STS calls,
+//!   background refresh, back-off.
+//! - [`sts`]: AssumeRole through aws-sdk-sts.
+//! - [`server`]: listeners, wiring and graceful shutdown.
+
+pub mod admin;
+pub mod audit_events;
+pub mod containers;
+pub mod credential_cache;
+pub mod imds_token;
+pub mod metadata_api;
+pub mod metrics;
+pub mod passthrough;
+pub mod role;
+pub mod secret;
+pub mod server;
+pub mod session_name;
+pub mod sts;

@@ -4,7 +4,13 @@
 //! `unsafe` is denied crate-wide and allowed only in [`sys`].
 
 pub mod audit;
+pub mod broker;
+pub mod client;
 pub mod config;
+pub mod ctl;
+pub mod logging;
+pub mod protocol;
 pub mod recording;
+pub mod review;
 pub mod secure_file;
 pub mod sys;

@@ -91,7 +91,10 @@ mod tests {
         let path = dir.path().join("c.toml");
         fs::write(&path, "a = 1\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_trusted(&path, Owner::Uid(own_uid())).unwrap(), "a = 1\n");
+        assert_eq!(
+            read_trusted(&path, Owner::Uid(own_uid())).unwrap(),
+            "a = 1\n"
+        );
     }
 
     #[test]
@@ -102,7 +105,10 @@ mod tests {
         for mode in [0o620, 0o602, 0o666] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             let err = read_trusted(&path, Owner::Uid(own_uid())).unwrap_err();
-            assert!(matches!(err, SecureFileError::Writable { .. }), "{mode:o}: {err}");
+            assert!(
+                matches!(err, SecureFileError::Writable { .. }),
+                "{mode:o}: {err}"
+            );
             assert!(err.to_string().contains("chmod go-w"));
         }
     }

@@ -224,7 +224,10 @@ impl BastiondConfig {
         }
         for name in self.env.keys() {
             if name.is_empty() || name.contains('=') {
-                return bad(&format!("env.{name}"), "is not a valid variable name".into());
+                return bad(
+                    &format!("env.{name}"),
+                    "is not a valid variable name".into(),
+                );
             }
         }
         validate_limits("limits", &self.limits.into())?;
@@ -233,7 +236,11 @@ impl BastiondConfig {
                 if let Some(limits) = &overrides.limits {
                     validate_limits(&format!("{kind}.{name}.limits"), limits)?;
                 }
-                if overrides.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+                if overrides
+                    .image
+                    .as_deref()
+                    .is_some_and(|i| i.trim().is_empty())
+                {
                     return bad(&format!("{kind}.{name}.image"), "must name an image".into());
                 }
             }
@@ -315,7 +322,9 @@ role = "alice-role"
     #[test]
     fn user_overrides_win_over_groups_and_defaults() {
         let config = Config::parse(TEXT).unwrap().bastiond;
-        let s = config.resolve("alice", 1000, &groups(&["dev", "ops"])).unwrap();
+        let s = config
+            .resolve("alice", 1000, &groups(&["dev", "ops"]))
+            .unwrap();
         assert_eq!(s.image, "dev:1");
         assert_eq!(s.role.as_deref(), Some("alice-role"));
         assert_eq!(s.limits.pids, 100);
@@ -369,6 +378,9 @@ role = "alice-role"
     fn bad_group_limits_name_their_key() {
         let text = "[bastiond.groups.dev]\nlimits = { pids = 1 }\n";
         let problem = Config::parse(text).unwrap_err();
-        assert_eq!(problem.key.as_deref(), Some("bastiond.groups.dev.limits.pids"));
+        assert_eq!(
+            problem.key.as_deref(),
+            Some("bastiond.groups.dev.limits.pids")
+        );
     }
 }

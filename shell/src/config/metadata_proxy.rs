@@ -1,14 +1,308 @@
 //! `[metadata_proxy]`: settings of `bastion-metadata-proxy` (issue 3).
+//!
+//! The proxy listens on the bastion bridge's gateway (see
+//! `[bastiond.network]`) at `port`; iptables DNATs the containers' traffic
+//! for 169.254.169.254:80 (IMDS) and 169.254.170.2:80 (container
+//! credentials) there. `/healthz` and `/metrics` live on `admin_listen`,
+//! loopback by default, which containers cannot reach.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 /// `[metadata_proxy]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetadataProxyConfig {}
+pub struct MetadataProxyConfig {
+    /// TCP port on the bridge gateway that iptables DNATs metadata traffic to.
+    pub port: u16,
+    /// Listen here instead of the bridge gateway (tests, unusual setups).
+    pub listen_address: Option<IpAddr>,
+    /// `/healthz` and `/metrics`; must not be reachable from containers.
+    pub admin_listen: SocketAddr,
+    /// Refuse IMDSv1 (token-less) reads: IMDSv2 only.
+    pub require_imdsv2: bool,
+    /// AWS account of role names given without an ARN; when unset, the
+    /// account of the proxy's own credentials (sts:GetCallerIdentity).
+    pub account_id: Option<String>,
+    /// ARN partition of roles built from names.
+    pub partition: String,
+    /// Prepended to role names (`bastion-` turns `alice` into
+    /// `role/bastion-alice`); may carry an IAM path such as `bastion/`.
+    pub role_prefix: String,
+    /// ExternalId passed to every AssumeRole.
+    pub external_id: Option<String>,
+    /// DurationSeconds of AssumeRole (role chaining is capped at 1 h by AWS).
+    #[serde(with = "humantime_serde")]
+    pub session_duration: Duration,
+    /// Refresh cached credentials when less than this is left; more than
+    /// 20 minutes, so served credentials always have more than 20 minutes.
+    #[serde(with = "humantime_serde")]
+    pub refresh_ahead: Duration,
+    /// Tag sessions with `bastion-user` and `bastion-container`
+    /// (the role's trust policy must allow sts:TagSession).
+    pub session_tags: bool,
+    /// STS endpoint override (an STS-compatible server, e.g. the demo's moto).
+    pub sts_endpoint: Option<String>,
+    /// Region of the STS client; from the environment/IMDS when unset.
+    pub sts_region: Option<String>,
+    /// The real instance metadata service, reached by the host itself.
+    pub imds_upstream: String,
+    /// Paths under `/latest/` passed through to the real IMDS, matched
+    /// exactly (e.g. `meta-data/placement/region`). Everything else is
+    /// denied; IAM paths, identity credentials and user-data never pass.
+    pub passthrough: Vec<String>,
+}
+
+impl Default for MetadataProxyConfig {
+    fn default() -> Self {
+        Self {
+            port: 8775,
+            listen_address: None,
+            admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8776)),
+            require_imdsv2: false,
+            account_id: None,
+            partition: "aws".to_owned(),
+            role_prefix: String::new(),
+            external_id: None,
+            session_duration: Duration::from_secs(3600),
+            refresh_ahead: Duration::from_secs(30 * 60),
+            session_tags: false,
+            sts_endpoint: None,
+            sts_region: None,
+            imds_upstream: "http://169.254.169.254".to_owned(),
+            passthrough: vec![
+                "meta-data/placement/region".to_owned(),
+                "meta-data/placement/availability-zone".to_owned(),
+                "meta-data/instance-id".to_owned(),
+            ],
+        }
+    }
+}
+
+/// Passthrough prefixes that would hand out the host's secrets or data.
+const NEVER_PASSED: &[&str] = &[
+    "meta-data/iam",
+    "meta-data/identity-credentials",
+    "user-data",
+    "api",
+];
 
 impl MetadataProxyConfig {
+    /// Served credentials always have more than this left (botocore keeps
+    /// using credentials past their expiry when handed ones with less).
+    pub const MIN_SERVED_LIFETIME: Duration = Duration::from_secs(20 * 60);
+
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((format!("metadata_proxy.{key}"), message));
+        if self.port == 0 {
+            return bad("port", "must be a TCP port (1-65535)".into());
+        }
+        if self.admin_listen.ip().is_unspecified() {
+            return bad(
+                "admin_listen",
+                "must not be a wildcard address: containers could reach /metrics; use 127.0.0.1"
+                    .into(),
+            );
+        }
+        if let Some(account) = &self.account_id
+            && !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return bad("account_id", "must be a 12-digit AWS account id".into());
+        }
+        if self.partition.is_empty()
+            || !self
+                .partition
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'-')
+        {
+            return bad("partition", "must be an ARN partition such as `aws`".into());
+        }
+        if !self
+            .role_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
+        {
+            return bad(
+                "role_prefix",
+                "may only hold letters, digits and +=,.@_-/".into(),
+            );
+        }
+        if let Some(id) = &self.external_id
+            && !(2..=1224).contains(&id.len())
+        {
+            return bad(
+                "external_id",
+                "must be 2 to 1224 characters (STS ExternalId)".into(),
+            );
+        }
+        if let Some(id) = &self.external_id
+            && !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c))
+        {
+            return bad(
+                "external_id",
+                "may only hold letters, digits and _+=,.@:/- (STS ExternalId)".into(),
+            );
+        }
+        let secs = self.session_duration.as_secs();
+        if !(900..=43200).contains(&secs) || self.session_duration.subsec_nanos() != 0 {
+            return bad(
+                "session_duration",
+                "must be whole seconds from 15m to 12h (STS DurationSeconds); role chaining caps it at 1h".into(),
+            );
+        }
+        if self.refresh_ahead <= Self::MIN_SERVED_LIFETIME {
+            return bad(
+                "refresh_ahead",
+                "must be more than 20m: credentials are always served with more than 20 minutes left".into(),
+            );
+        }
+        if self.session_duration < self.refresh_ahead + Duration::from_secs(300) {
+            return bad(
+                "session_duration",
+                "must be at least refresh_ahead + 5m, or credentials would be refreshed as soon as they are issued".into(),
+            );
+        }
+        if let Some(endpoint) = &self.sts_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return bad("sts_endpoint", "must be an http:// or https:// URL".into());
+        }
+        if !self.imds_upstream.starts_with("http://") {
+            return bad(
+                "imds_upstream",
+                "must be an http:// URL (the real IMDS is http://169.254.169.254)".into(),
+            );
+        }
+        for (i, path) in self.passthrough.iter().enumerate() {
+            if let Err(message) = check_passthrough(path) {
+                return bad(
+                    "passthrough",
+                    format!("entry {} (`{path}`) {message}", i + 1),
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+fn check_passthrough(path: &str) -> Result<(), String> {
+    let well_formed = !path.is_empty()
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        && !path.starts_with('/')
+        && !path.ends_with('/')
+        && path
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if !well_formed {
+        return Err(
+            "must be a plain path under /latest/ such as `meta-data/placement/region` (no leading or trailing slash, no `..`)".into(),
+        );
+    }
+    if !(path.starts_with("meta-data/") || path.starts_with("dynamic/")) {
+        return Err("must start with `meta-data/` or `dynamic/`".into());
+    }
+    if let Some(never) = NEVER_PASSED
+        .iter()
+        .find(|p| path == **p || path.starts_with(&format!("{p}/")))
+    {
+        return Err(format!(
+            "would expose the host's own `{never}`: it is never passed through"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn problem(text: &str) -> (Option<String>, Option<usize>) {
+        let p = Config::parse(text).unwrap_err();
+        (p.key, p.line)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::parse("[metadata_proxy]\n").unwrap().metadata_proxy;
+        assert_eq!(config.port, 8775);
+        assert!(config.admin_listen.ip().is_loopback());
+        assert!(!config.passthrough.is_empty());
+    }
+
+    #[test]
+    fn host_role_paths_are_refused_in_the_passthrough_list() {
+        for path in [
+            "meta-data/iam/security-credentials/host-role",
+            "meta-data/iam",
+            "meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+            "user-data",
+        ] {
+            let text = format!(
+                "[metadata_proxy]\npassthrough = [\"meta-data/instance-id\", \"{path}\"]\n"
+            );
+            let (key, line) = problem(&text);
+            assert_eq!(key.as_deref(), Some("metadata_proxy.passthrough"), "{path}");
+            assert_eq!(line, Some(2), "{path}");
+        }
+        for path in [
+            "meta-data/../iam",
+            "/meta-data/x",
+            "meta-data/x/",
+            "meta-data//x",
+            "meta-data/x?y",
+        ] {
+            let text = format!("[metadata_proxy]\npassthrough = [\"{path}\"]\n");
+            assert_eq!(
+                problem(&text).0.as_deref(),
+                Some("metadata_proxy.passthrough"),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_follow_sts_and_the_20_minute_rule() {
+        let (key, line) = problem("[metadata_proxy]\nport = 80\nsession_duration = \"5m\"\n");
+        assert_eq!(key.as_deref(), Some("metadata_proxy.session_duration"));
+        assert_eq!(line, Some(3));
+        let (key, _) = problem("[metadata_proxy]\nrefresh_ahead = \"10m\"\n");
+        assert_eq!(key.as_deref(), Some("metadata_proxy.refresh_ahead"));
+        let (key, _) = problem("[metadata_proxy]\nsession_duration = \"13h\"\n");
+        assert_eq!(key.as_deref(), Some("metadata_proxy.session_duration"));
+        assert!(
+            Config::parse("[metadata_proxy]\nsession_duration = \"12h\"\nrefresh_ahead = \"2h\"\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            (
+                "admin_listen = \"0.0.0.0:8776\"",
+                "metadata_proxy.admin_listen",
+            ),
+            ("account_id = \"12345\"", "metadata_proxy.account_id"),
+            ("external_id = \"x\"", "metadata_proxy.external_id"),
+            ("external_id = \"a b\"", "metadata_proxy.external_id"),
+            ("role_prefix = \"a b\"", "metadata_proxy.role_prefix"),
+            (
+                "sts_endpoint = \"localhost:5000\"",
+                "metadata_proxy.sts_endpoint",
+            ),
+            ("port = 0", "metadata_proxy.port"),
+        ] {
+            let (got, line) = problem(&format!("[metadata_proxy]\n{text}\n"));
+            assert_eq!(got.as_deref(), Some(key), "{text}");
+            assert_eq!(line, Some(2), "{text}");
+        }
+        let (got, _) = problem("[metadata_proxy]\nrequire_imdsv3 = true\n");
+        assert_eq!(got.as_deref(), Some("require_imdsv3"));
     }
 }

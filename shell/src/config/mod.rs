@@ -8,9 +8,7 @@ mod bastiond;
 mod metadata_proxy;
 mod recording;
 
-pub use bastiond::{
-    BastiondConfig, Limits, NetworkConfig, Overrides, ResolveError, UserSettings,
-};
+pub use bastiond::{BastiondConfig, Limits, NetworkConfig, Overrides, ResolveError, UserSettings};
 pub use metadata_proxy::MetadataProxyConfig;
 pub use recording::RecordingConfig;
 

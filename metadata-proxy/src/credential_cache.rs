@@ -1,0 +1,339 @@
+//! Credentials cached per (role ARN, session name, external id).
+//!
+//! - A request is answered from the cache when the cached credentials have
+//!   more than `min_served` (20 minutes) left.
+//! - At most one STS call is in flight per key: concurrent cold requests
+//!   wait for the same call (the per-entry fetch lock), then find its result.
+//! - A background scan refreshes credentials that have less than
+//!   `refresh_ahead` left, for keys some known container uses, and drops the
+//!   others; containers are prefetched when they appear, so their first
+//!   request finds credentials ready.
+//! - After a failed call the key backs off exponentially with jitter; while
+//!   it does, requests get the cached credentials if they are still valid
+//!   (more than `expiry_margin` left), never expired ones, else the error.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::Rng;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::audit_events::Auditor;
+use crate::metrics::Metrics;
+use crate::sts::{AssumeRole, AssumeRoleRequest, IssuedCredentials, StsError};
+
+/// What identifies a role session; requests that differ in any part never
+/// share credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub role_arn: String,
+    pub session_name: String,
+    pub external_id: Option<String>,
+}
+
+impl CacheKey {
+    pub fn of(request: &AssumeRoleRequest) -> Self {
+        Self {
+            role_arn: request.role_arn.clone(),
+            session_name: request.session_name.clone(),
+            external_id: request.external_id.clone(),
+        }
+    }
+}
+
+/// Time thresholds of the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Serve from the cache without any STS call while more than this is left.
+    pub min_served: Duration,
+    /// Refresh in the background when less than this is left.
+    pub refresh_ahead: Duration,
+    /// Never serve credentials with less than this left.
+    pub expiry_margin: Duration,
+    /// First back-off after a failure; doubles per failure up to `backoff_cap`.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// How often the background scan runs.
+    pub scan_interval: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            min_served: Duration::from_secs(20 * 60),
+            refresh_ahead: Duration::from_secs(30 * 60),
+            expiry_margin: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            scan_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// From the cache, more than `min_served` left.
+    Hit,
+    /// After an STS call made (or awaited) for this request.
+    Fetched,
+    /// STS is failing: cached credentials that are still valid.
+    Stale,
+}
+
+/// Why no credentials could be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Sts(#[from] StsError),
+}
+
+struct Entry {
+    request: AssumeRoleRequest,
+    fetch_lock: AsyncMutex<()>,
+    state: Mutex<EntryState>,
+}
+
+#[derive(Default)]
+struct EntryState {
+    creds: Option<Arc<IssuedCredentials>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<StsError>,
+}
+
+/// The cache. Cheap to share behind an `Arc`.
+pub struct CredentialCache<S> {
+    sts: S,
+    tuning: Tuning,
+    entries: Mutex<HashMap<CacheKey, Arc<Entry>>>,
+    metrics: Arc<Metrics>,
+    auditor: Auditor,
+}
+
+fn remaining(creds: &IssuedCredentials, now: SystemTime) -> Duration {
+    creds
+        .expiration
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO)
+}
+
+impl<S: AssumeRole> CredentialCache<S> {
+    pub fn new(sts: S, tuning: Tuning, metrics: Arc<Metrics>, auditor: Auditor) -> Self {
+        Self {
+            sts,
+            tuning,
+            entries: Mutex::new(HashMap::new()),
+            metrics,
+            auditor,
+        }
+    }
+
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    fn entry(&self, request: &AssumeRoleRequest) -> Arc<Entry> {
+        let key = CacheKey::of(request);
+        let mut entries = self.entries.lock().expect("cache lock");
+        if let Some(entry) = entries.get(&key)
+            && entry.request == *request
+        {
+            return entry.clone();
+        }
+        // New key, or the same key with other settings (tags, duration):
+        // start over so the new settings apply.
+        let entry = Arc::new(Entry {
+            request: request.clone(),
+            fetch_lock: AsyncMutex::new(()),
+            state: Mutex::new(EntryState::default()),
+        });
+        entries.insert(key, entry.clone());
+        entry
+    }
+
+    /// Credentials for `request`, from the cache or from STS.
+    pub async fn get(
+        &self,
+        request: &AssumeRoleRequest,
+    ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
+        let entry = self.entry(request);
+        let now = SystemTime::now();
+        let cached = entry.state.lock().expect("entry lock").creds.clone();
+        if let Some(creds) = cached {
+            let left = remaining(&creds, now);
+            if left > self.tuning.min_served {
+                self.metrics.cache_hits.inc();
+                return Ok((creds, Outcome::Hit));
+            }
+            if left > self.tuning.expiry_margin {
+                // STS has been failing (the background refresh would
+                // otherwise have replaced these): serve what is still
+                // valid now, and retry STS in the background.
+                self.metrics.cache_stale.inc();
+                tracing::warn!(
+                    role_arn = %request.role_arn,
+                    session_name = %request.session_name,
+                    seconds_left = left.as_secs(),
+                    "serving cached credentials with less than the usual time left: STS refresh is failing"
+                );
+                return Ok((creds, Outcome::Stale));
+            }
+        }
+        self.metrics.cache_misses.inc();
+        self.fetch(&entry, self.tuning.min_served).await
+    }
+
+    /// Starts fetching credentials for `request` unless they are cached or
+    /// being fetched (a container just started).
+    pub fn prefetch(self: &Arc<Self>, request: &AssumeRoleRequest) {
+        let entry = self.entry(request);
+        let cached_ok = entry
+            .state
+            .lock()
+            .expect("entry lock")
+            .creds
+            .as_ref()
+            .is_some_and(|c| remaining(c, SystemTime::now()) > self.tuning.refresh_ahead);
+        if !cached_ok {
+            self.spawn_refresh(entry);
+        }
+    }
+
+    fn spawn_refresh(self: &Arc<Self>, entry: Arc<Entry>) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let _ = cache.fetch(&entry, cache.tuning.refresh_ahead).await;
+        });
+    }
+
+    /// The single-flight fetch: one STS call per key at a time; waiters
+    /// find the fresh result when the lock is theirs. Cached credentials
+    /// with more than `good_enough` left make the call unnecessary.
+    async fn fetch(
+        &self,
+        entry: &Entry,
+        good_enough: Duration,
+    ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
+        let _guard = entry.fetch_lock.lock().await;
+        let now = SystemTime::now();
+        {
+            let state = entry.state.lock().expect("entry lock");
+            if let Some(creds) = &state.creds
+                && remaining(creds, now) > good_enough
+            {
+                return Ok((creds.clone(), Outcome::Fetched));
+            }
+            if let Some(retry_at) = state.retry_at
+                && Instant::now() < retry_at
+            {
+                return self.fallback(entry, &state, now);
+            }
+        }
+        let started = Instant::now();
+        let result = self.sts.assume_role(&entry.request).await;
+        self.metrics
+            .sts_latency
+            .observe(started.elapsed().as_secs_f64());
+        let mut state = entry.state.lock().expect("entry lock");
+        match result {
+            Ok(creds) => {
+                self.metrics.record_sts_call("success");
+                self.auditor.sts_call(&entry.request, Ok(&creds));
+                let creds = Arc::new(creds);
+                state.creds = Some(creds.clone());
+                state.failures = 0;
+                state.retry_at = None;
+                state.last_error = None;
+                Ok((creds, Outcome::Fetched))
+            }
+            Err(error) => {
+                self.metrics.record_sts_call(error.code());
+                self.auditor.sts_call(&entry.request, Err(&error));
+                state.failures = state.failures.saturating_add(1);
+                let delay = self.backoff(state.failures);
+                state.retry_at = Some(Instant::now() + delay);
+                tracing::error!(
+                    role_arn = %entry.request.role_arn,
+                    session_name = %entry.request.session_name,
+                    error = %error,
+                    failures = state.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "STS AssumeRole failed"
+                );
+                state.last_error = Some(error);
+                self.fallback(entry, &state, SystemTime::now())
+            }
+        }
+    }
+
+    /// While backing off: still-valid cached credentials, else the error.
+    fn fallback(
+        &self,
+        entry: &Entry,
+        state: &EntryState,
+        now: SystemTime,
+    ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
+        if let Some(creds) = &state.creds
+            && remaining(creds, now) > self.tuning.expiry_margin
+        {
+            return Ok((creds.clone(), Outcome::Stale));
+        }
+        Err(state
+            .last_error
+            .clone()
+            .unwrap_or_else(|| StsError::NoCredentials {
+                role_arn: entry.request.role_arn.clone(),
+            })
+            .into())
+    }
+
+    /// Exponential back-off with "equal jitter": half fixed, half random.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = self
+            .tuning
+            .backoff_base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(self.tuning.backoff_cap);
+        let half = exp / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter)
+    }
+
+    /// One pass of the background refresh: refresh keys in `wanted` that
+    /// need it (not backing off, no call in flight), drop all other keys.
+    pub fn scan(self: &Arc<Self>, wanted: &HashSet<CacheKey>) {
+        let now = SystemTime::now();
+        let mut to_refresh = Vec::new();
+        {
+            let mut entries = self.entries.lock().expect("cache lock");
+            entries.retain(|key, _| wanted.contains(key));
+            for entry in entries.values() {
+                let state = entry.state.lock().expect("entry lock");
+                let due = state
+                    .creds
+                    .as_ref()
+                    .is_none_or(|c| remaining(c, now) <= self.tuning.refresh_ahead);
+                let backing_off = state.retry_at.is_some_and(|t| Instant::now() < t);
+                if due && !backing_off {
+                    to_refresh.push(entry.clone());
+                }
+            }
+        }
+        for entry in to_refresh {
+            if entry.fetch_lock.try_lock().is_ok() {
+                self.spawn_refresh(entry);
+            }
+        }
+    }
+
+    /// Number of cached keys (metrics, tests).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,42 @@
+//! `bastion-metadata-proxy --config /etc/bastion/bastion.toml`
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bastion_metadata_proxy::server::{ProxyOptions, start};
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Hands each bastion user container STS credentials for its own IAM role,
+/// through the EC2 instance metadata and container-credentials endpoints.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The bastion configuration file (root-owned, not group/world-writable).
+    #[arg(long, default_value = bastion::config::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = bastion::config::Config::load(&args.config)
+        .with_context(|| format!("cannot start with {}", args.config.display()))?;
+    let proxy = start(ProxyOptions::from_config(&config)).await?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    proxy.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! STS AssumeRole: the request the proxy makes for a container, the
+//! credentials it gets back, and the client that talks to STS
+//! (aws-sdk-sts, with an endpoint override for STS-compatible servers).
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::Credentials;
+use aws_sdk_sts::config::Region;
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sts::operation::RequestId;
+use aws_sdk_sts::types::Tag;
+
+use crate::secret::Secret;
+
+/// One AssumeRole call, as the cache keys and repeats it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRoleRequest {
+    /// Who the session is for (audit only; `session_name` derives from it).
+    pub user: String,
+    /// The user's container name (audit only).
+    pub container: String,
+    pub role_arn: String,
+    /// RoleSessionName, also used as SourceIdentity.
+    pub session_name: String,
+    pub external_id: Option<String>,
+    pub duration: Duration,
+    /// Session tags (key, value); empty when tagging is off.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Credentials STS issued.
+#[derive(Debug, Clone)]
+pub struct IssuedCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Secret,
+    pub expiration: SystemTime,
+    /// When the proxy received them (IMDS's `LastUpdated`).
+    pub issued_at: SystemTime,
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    pub assumed_role_arn: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Why an STS call failed. Cloneable: every waiter of a shared call gets it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StsError {
+    #[error("STS AssumeRole of {role_arn} failed: {code}: {message}")]
+    AssumeRole {
+        role_arn: String,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    #[error("STS AssumeRole of {role_arn} returned no credentials")]
+    NoCredentials { role_arn: String },
+    #[error("STS GetCallerIdentity failed: {message}")]
+    CallerIdentity { message: String },
+}
+
+impl StsError {
+    /// A short error code for metrics and the IMDS error body.
+    pub fn code(&self) -> &str {
+        match self {
+            StsError::AssumeRole { code, .. } => code,
+            StsError::NoCredentials { .. } => "NoCredentials",
+            StsError::CallerIdentity { .. } => "CallerIdentity",
+        }
+    }
+}
+
+/// Something that can assume roles: STS itself, or a test double.
+pub trait AssumeRole: Send + Sync + 'static {
+    fn assume_role(
+        &self,
+        request: &AssumeRoleRequest,
+    ) -> impl Future<Output = Result<IssuedCredentials, StsError>> + Send;
+}
+
+/// Where and how to reach STS.
+#[derive(Debug, Clone, Default)]
+pub struct StsSettings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Fixed credentials for the STS calls (tests against moto); when unset,
+    /// the SDK's default chain (environment, then the host's instance profile).
+    pub static_credentials: Option<(String, Secret)>,
+    /// Time limit of one STS call, retries included.
+    pub operation_timeout: Duration,
+}
+
+/// The real STS client.
+#[derive(Clone, Debug)]
+pub struct AwsSts {
+    client: aws_sdk_sts::Client,
+}
+
+impl AwsSts {
+    pub async fn new(settings: &StsSettings) -> Self {
+        let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::new("us-east-1"));
+        let timeout = if settings.operation_timeout.is_zero() {
+            Duration::from_secs(10)
+        } else {
+            settings.operation_timeout
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            // The cache backs off with jitter itself; the SDK retries once.
+            .retry_config(RetryConfig::standard().with_max_attempts(2));
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some((key, secret)) = &settings.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                key,
+                secret.expose(),
+                None,
+                None,
+                "bastion-static",
+            ));
+        }
+        let config = loader.load().await;
+        Self {
+            client: aws_sdk_sts::Client::new(&config),
+        }
+    }
+
+    /// The account of the proxy's own credentials (role names without an
+    /// ARN are resolved in it when the config names no account).
+    pub async fn caller_account(&self) -> Result<String, StsError> {
+        let out = self
+            .client
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| StsError::CallerIdentity {
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        out.account()
+            .map(str::to_owned)
+            .ok_or(StsError::CallerIdentity {
+                message: "the answer carried no account".into(),
+            })
+    }
+}
+
+impl AssumeRole for AwsSts {
+    async fn assume_role(
+        &self,
+        request: &AssumeRoleRequest,
+    ) -> Result<IssuedCredentials, StsError> {
+        let duration = i32::try_from(request.duration.as_secs()).unwrap_or(3600);
+        let mut call = self
+            .client
+            .assume_role()
+            .role_arn(&request.role_arn)
+            .role_session_name(&request.session_name)
+            .source_identity(&request.session_name)
+            .duration_seconds(duration)
+            .set_external_id(request.external_id.clone());
+        for (key, value) in &request.tags {
+            let tag =
+                Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build()
+                    .map_err(|e| StsError::AssumeRole {
+                        role_arn: request.role_arn.clone(),
+                        code: "InvalidTag".into(),
+                        message: e.to_string(),
+                        request_id: None,
+                    })?;
+            call = call.tags(tag);
+        }
+        let out = call.send().await.map_err(|e| {
+            let (code, message) = match e.as_service_error() {
+                Some(service) => (
+                    service.code().unwrap_or("Unknown").to_owned(),
+                    service.message().unwrap_or_default().to_owned(),
+                ),
+                None => (
+                    "Unreachable".to_owned(),
+                    DisplayErrorContext(&e).to_string(),
+                ),
+            };
+            StsError::AssumeRole {
+                role_arn: request.role_arn.clone(),
+                code,
+                message,
+                request_id: e.request_id().map(str::to_owned),
+            }
+        })?;
+        let creds = out.credentials().ok_or_else(|| StsError::NoCredentials {
+            role_arn: request.role_arn.clone(),
+        })?;
+        let expiration =
+            SystemTime::try_from(*creds.expiration()).map_err(|_| StsError::NoCredentials {
+                role_arn: request.role_arn.clone(),
+            })?;
+        Ok(IssuedCredentials {
+            access_key_id: creds.access_key_id().to_owned(),
+            secret_access_key: Secret::new(creds.secret_access_key()),
+            session_token: Secret::new(creds.session_token()),
+            expiration,
+            issued_at: SystemTime::now(),
+            assumed_role_arn: out.assumed_role_user().map(|u| u.arn().to_owned()),
+            request_id: out.request_id().map(str::to_owned),
+        })
+    }
+}

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Brings up bastion on this machine, idempotently (a second run is fast and
+# changes nothing that is already right).
+#
+#   sudo provisioning/install.sh --demo   a working bastion with demo users alice and bob
+#   sudo provisioning/install.sh --test   what the test suite needs (--demo plus test tools;
+#                                         used by ./test.sh)
+#   sudo provisioning/install.sh --down   stop what --demo/--test started (sshd, bastiond, and
+#                                         dockerd if this script started it); data stays
+#
+# Steps: Debian packages (apt-get update only when something is missing), the
+# Docker Engine (started if it does not answer), the Rust binaries (cargo
+# build --release, installed when changed), /etc/bastion (config, sshd config
+# and host keys, authorized keys), the users' image (image/build.sh), the
+# bastion sshd on 127.0.0.1:2222 and bastiond (provisioning/bastion-service).
+#
+# Environment: BASTION_SSH_ADDR, BASTION_SSH_PORT (sshd's address, default
+# 127.0.0.1:2222), CARGO_TARGET_DIR, RUST_LOG (passed to bastiond).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
+
+readonly DEMO_DIR="$BASTION_ETC/demo"
+readonly DEMO_USERS=(alice bob)
+readonly IMAGE_TAG=bastion/user:latest
+readonly DOCKERD_MARKER="$BASTION_RUN/dockerd.started-by-install"
+
+# What a bastion host runs on. iproute2 (ss) and util-linux (setsid, flock)
+# are used by these scripts.
+readonly BASE_PACKAGES=(
+    docker.io openssh-server openssh-client debootstrap rsync iptables
+    kubectx awscli asciinema tmux iproute2 util-linux ca-certificates
+)
+# What the test suite needs on top: a venv for moto (the STS server), tmux
+# to drive interactive sessions.
+readonly TEST_PACKAGES=(python3-venv python3-pip tmux)
+
+usage() {
+    sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit "${1:-2}"
+}
+
+step() { say "-- $*"; }
+
+ensure_packages() {
+    local packages=("${BASE_PACKAGES[@]}")
+    [[ "$mode" == test ]] && packages+=("${TEST_PACKAGES[@]}")
+    apt_ensure "${packages[@]}"
+    # The image copies the host's kubectl. Debian 12 has only kubectl 1.20
+    # (kubernetes-client): used when the host has no kubectl of its own.
+    if [[ ! -x "$(readlink -f /usr/bin/kubectl 2>/dev/null || echo /nonexistent)" ]]; then
+        warn "no /usr/bin/kubectl on this host: installing Debian's kubernetes-client (kubectl 1.20, old; put a current static kubectl at /usr/bin/kubectl and re-run to use it)"
+        apt_ensure kubernetes-client
+    fi
+}
+
+ensure_docker() {
+    if dockerd_ready; then
+        return 0
+    fi
+    is_systemd && systemctl is-active --quiet docker.service && {
+        service_define dockerd
+        service_wait_ready
+        return 0
+    }
+    service_start dockerd
+    ensure_dir "$BASTION_RUN" 0755
+    : >"$DOCKERD_MARKER"
+}
+
+ensure_layout() {
+    ensure_dir "$BASTION_ETC" 0755
+    ensure_dir "$BASTION_ETC/kubeconfigs" 0755
+    ensure_dir "$BASTION_KEYS_DIR" 0755
+    ensure_dir "$BASTION_SSHD_DIR" 0755
+    ensure_dir "$BASTION_LOG_DIR" 0700
+    ensure_dir /var/lib/bastion 0755
+    ensure_dir /var/lib/bastion/homes 0755
+    ensure_dir "$BASTION_HOST_HOME" 0555
+    ensure_dir "$BASTION_RUN" 0755
+    getent group "$BASTION_USERS_GROUP" >/dev/null || groupadd --system "$BASTION_USERS_GROUP"
+}
+
+# Builds the workspace's binaries (as the sudo caller when they own the
+# repo, so target/ stays theirs) and installs those that changed. Sets
+# bastiond_changed.
+bastiond_changed=false
+install_binaries() {
+    local cargo target
+    cargo="$(find_cargo)" || die "cargo not found (PATH, ~/.cargo/bin): install Rust (https://rustup.rs) and re-run"
+    target="${CARGO_TARGET_DIR:-$BASTION_REPO/target}"
+    local build=(env "PATH=$(dirname "$cargo"):$PATH" "CARGO_TARGET_DIR=$target" "$cargo" build --release --bins)
+    if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$(stat -c %U "$BASTION_REPO")" == "$SUDO_USER" ]]; then
+        build=(runuser -u "$SUDO_USER" -- "${build[@]}")
+    fi
+    (cd "$BASTION_REPO" && "${build[@]}") || die "cargo build --release --bins failed (output above)"
+
+    local bin dest
+    for bin in bastion-shell bastionctl bastiond bastion-metadata-proxy; do
+        case "$bin" in
+        bastiond | bastion-metadata-proxy) dest=/usr/local/sbin/$bin ;;
+        *) dest=/usr/local/bin/$bin ;;
+        esac
+        if [[ ! -f "$target/release/$bin" ]]; then
+            [[ "$bin" == bastion-metadata-proxy ]] && continue
+            die "cargo did not produce $target/release/$bin"
+        fi
+        if install_if_changed "$target/release/$bin" "$dest" 0755; then
+            say "installed $dest"
+            [[ "$bin" == bastiond ]] && bastiond_changed=true
+        fi
+    done
+    grep -qxF "$BASTION_SHELL" /etc/shells || echo "$BASTION_SHELL" >>/etc/shells
+}
+
+ensure_config() {
+    if [[ ! -e "$BASTION_CONFIG" ]]; then
+        install -o root -g root -m 0644 "$BASTION_PROVISIONING/bastion.toml" "$BASTION_CONFIG"
+        say "wrote $BASTION_CONFIG (from provisioning/bastion.toml)"
+    fi
+    # The daemons refuse a config others could change.
+    chown root:root "$BASTION_CONFIG"
+    chmod go-w "$BASTION_CONFIG"
+    local out
+    out="$(/usr/local/bin/bastionctl check --config "$BASTION_CONFIG" 2>&1)" ||
+        die "$BASTION_CONFIG is invalid: $out"
+}
+
+# Host keys, sshd_config from the template; sets sshd_changed.
+sshd_changed=false
+ensure_sshd_config() {
+    local type key bits
+    for type in ed25519 rsa; do
+        key="$BASTION_SSHD_DIR/ssh_host_${type}_key"
+        bits=()
+        [[ "$type" == rsa ]] && bits=(-b 3072)
+        if [[ ! -f "$key" ]]; then
+            ssh-keygen -q -t "$type" "${bits[@]}" -N '' -C "bastion-sshd" -f "$key"
+            say "generated $key"
+        fi
+        chmod 0600 "$key"
+    done
+    local addr="${BASTION_SSH_ADDR:-127.0.0.1}" port="${BASTION_SSH_PORT:-2222}"
+    if ! [[ "$port" =~ ^[0-9]{1,5}$ ]] || ((port < 1 || port > 65535)); then
+        die "BASTION_SSH_PORT=$port is not a TCP port"
+    fi
+    local tmp out
+    tmp="$(mktemp)"
+    sed -e "s|@ADDR@|$addr|g" -e "s|@PORT@|$port|g" "$BASTION_PROVISIONING/sshd_config.template" >"$tmp"
+    mkdir -p /run/sshd
+    if ! out="$(/usr/sbin/sshd -t -f "$tmp" 2>&1)"; then
+        rm -f "$tmp"
+        die "the sshd config rendered from provisioning/sshd_config.template is invalid: $out"
+    fi
+    if install_if_changed "$tmp" "$BASTION_SSHD_CONFIG" 0644; then
+        say "wrote $BASTION_SSHD_CONFIG ($addr:$port)"
+        sshd_changed=true
+    fi
+    rm -f "$tmp"
+}
+
+# Units for systemd hosts; sets nothing, reloads systemd when they changed.
+ensure_units() {
+    is_systemd || return 0
+    local unit changed=false
+    for unit in bastiond.service bastion-sshd.service; do
+        install_if_changed "$BASTION_PROVISIONING/systemd/$unit" "$SYSTEMD_UNIT_DIR/$unit" 0644 && changed=true
+    done
+    if [[ "$changed" == true ]]; then
+        systemctl daemon-reload
+        systemctl enable bastiond.service bastion-sshd.service
+    fi
+}
+
+# alice and bob, each with an ed25519 key pair under /etc/bastion/demo/keys.
+# The private keys belong to the sudo caller (else root), mode 0600.
+ensure_demo_users() {
+    ensure_dir "$DEMO_DIR" 0755
+    ensure_dir "$DEMO_DIR/keys" 0755
+    local owner="root" user key
+    [[ -n "${SUDO_USER:-}" ]] && getent passwd "$SUDO_USER" >/dev/null && owner="$SUDO_USER"
+    for user in "${DEMO_USERS[@]}"; do
+        key="$DEMO_DIR/keys/$user"
+        if [[ ! -f "$key" ]]; then
+            ssh-keygen -q -t ed25519 -N '' -C "$user@bastion-demo" -f "$key"
+        fi
+        chown "$owner" "$key"
+        chmod 0600 "$key"
+        chmod 0644 "$key.pub"
+        # Quiet when the user is already as wanted.
+        "$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub" 2>/dev/null ||
+            "$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub"
+    done
+}
+
+# A known_hosts file for the bastion sshd, so the printed commands need no
+# host key prompt.
+ensure_known_hosts() {
+    local addr port host tmp type
+    addr="$(sshd_addr)"
+    port="$(sshd_port)"
+    [[ "$addr" == 0.0.0.0 ]] && addr=127.0.0.1
+    host="[$addr]:$port"
+    [[ "$port" == 22 ]] && host="$addr"
+    tmp="$(mktemp)"
+    for type in ed25519 rsa; do
+        printf '%s %s\n' "$host" "$(cut -d' ' -f1,2 "$BASTION_SSHD_DIR/ssh_host_${type}_key.pub")" >>"$tmp"
+    done
+    install_if_changed "$tmp" "$DEMO_DIR/known_hosts" 0644 || true
+    rm -f "$tmp"
+}
+
+start_services() {
+    if [[ "$sshd_changed" == true ]]; then
+        service_define sshd
+        if service_is_running; then
+            service_stop sshd
+        fi
+    fi
+    service_start sshd
+    if [[ "$bastiond_changed" == true ]]; then
+        service_define bastiond
+        if service_is_running; then
+            say "bastiond's binary changed: restarting it"
+            service_stop bastiond
+        fi
+    fi
+    service_start bastiond
+}
+
+print_summary() {
+    local addr port user
+    addr="$(sshd_addr)"
+    port="$(sshd_port)"
+    [[ "$addr" == 0.0.0.0 ]] && addr=127.0.0.1
+    echo
+    echo "bastion is up (sshd on $addr:$port, took $SECONDS s). Log in as a demo user:"
+    for user in "${DEMO_USERS[@]}"; do
+        echo "  ssh -i $DEMO_DIR/keys/$user -o UserKnownHostsFile=$DEMO_DIR/known_hosts -p $port $user@$addr"
+    done
+    echo "Config: $BASTION_CONFIG   Logs: $BASTION_LOG_DIR/   Stop: $0 --down"
+}
+
+up() {
+    step "Debian packages"
+    ensure_packages
+    ensure_layout
+    step "Docker Engine"
+    ensure_docker
+    step "binaries (cargo build --release --bins)"
+    install_binaries
+    step "configuration"
+    ensure_config
+    ensure_sshd_config
+    ensure_units
+    step "demo users"
+    ensure_demo_users
+    step "users' image ($IMAGE_TAG)"
+    "$BASTION_REPO/image/build.sh" --tag "$IMAGE_TAG"
+    step "services"
+    start_services
+    ensure_known_hosts
+    print_summary
+}
+
+down() {
+    service_stop sshd
+    service_stop bastiond
+    if [[ -e "$DOCKERD_MARKER" ]]; then
+        service_stop dockerd
+        rm -f "$DOCKERD_MARKER"
+    fi
+    say "stopped; data (/etc/bastion, /var/lib/bastion, /var/log/bastion) and images are kept"
+}
+
+(($# == 1)) || usage
+case "$1" in
+--demo) mode=demo ;;
+--test) mode="test" ;;
+--down) mode=down ;;
+-h | --help) usage 0 ;;
+*) usage ;;
+esac
+require_root
+trap apt_release_policy EXIT
+
+if [[ "$mode" == down ]]; then
+    down
+else
+    up
+fi

@@ -1,1 +1,0 @@
-//! Audit trail (issue 4). Owned by the audit/recording work.

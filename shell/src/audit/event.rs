@@ -1,0 +1,306 @@
+//! The audit events: a stable schema, documented in docs/audit.md. Adding an
+//! optional field is a compatible change; renaming or removing one is not.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One audit event. The `event` key of a line names the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+pub enum AuditEvent {
+    #[serde(rename = "session.start")]
+    SessionStart(SessionStart),
+    #[serde(rename = "session.end")]
+    SessionEnd(SessionEnd),
+    #[serde(rename = "container.create")]
+    ContainerCreate(ContainerEvent),
+    #[serde(rename = "container.start")]
+    ContainerStart(ContainerEvent),
+    #[serde(rename = "container.stop")]
+    ContainerStop(ContainerEvent),
+    #[serde(rename = "container.remove")]
+    ContainerRemove(ContainerEvent),
+    /// The metadata proxy handed credentials to a container (from its cache
+    /// or fresh from STS).
+    #[serde(rename = "credentials.issued")]
+    CredentialsIssued(CredentialsIssued),
+    /// The metadata proxy called sts:AssumeRole.
+    #[serde(rename = "sts.assume_role")]
+    StsAssumeRole(StsAssumeRole),
+    /// `bastionctl sessions prune` deleted a recording (so `audit verify`
+    /// knows its absence is not tampering).
+    #[serde(rename = "recording.pruned")]
+    RecordingPruned(RecordingPruned),
+}
+
+impl AuditEvent {
+    /// The stable event name, as written in the `event` key.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditEvent::SessionStart(_) => "session.start",
+            AuditEvent::SessionEnd(_) => "session.end",
+            AuditEvent::ContainerCreate(_) => "container.create",
+            AuditEvent::ContainerStart(_) => "container.start",
+            AuditEvent::ContainerStop(_) => "container.stop",
+            AuditEvent::ContainerRemove(_) => "container.remove",
+            AuditEvent::CredentialsIssued(_) => "credentials.issued",
+            AuditEvent::StsAssumeRole(_) => "sts.assume_role",
+            AuditEvent::RecordingPruned(_) => "recording.pruned",
+        }
+    }
+}
+
+/// What kind of session this is. File transfers are never recorded byte by
+/// byte; their events carry the command, direction and byte counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// An interactive login shell.
+    Shell,
+    /// `ssh host CMD`.
+    Command,
+    /// sftp-server, `scp -t/-f`, `rsync --server`.
+    FileTransfer,
+}
+
+/// Direction of a file transfer, seen from the user's machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferDirection {
+    /// Files go to the bastion (`scp -t`, rsync receiving).
+    Upload,
+    /// Files come from the bastion (`scp -f`, rsync sending).
+    Download,
+    /// Both or unknown (sftp).
+    Both,
+}
+
+/// `session.start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStart {
+    pub session_id: String,
+    pub user: String,
+    pub uid: u32,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Client address and port, from SSH_CONNECTION.
+    pub remote_addr: Option<String>,
+    pub remote_port: Option<u16>,
+    pub container: String,
+    pub container_id: Option<String>,
+    pub image: String,
+    pub image_digest: Option<String>,
+    pub role: Option<String>,
+    pub kind: SessionKind,
+    /// The command (`-c CMD`); `None` for a login shell.
+    pub command: Option<String>,
+    /// The login shell inside the container (`SHELL` of the recording).
+    #[serde(default)]
+    pub shell: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_direction: Option<TransferDirection>,
+    pub tty: bool,
+    pub term: Option<String>,
+    pub cols: Option<u16>,
+    pub rows: Option<u16>,
+    /// The recording file, when the session is recorded.
+    pub recording: Option<PathBuf>,
+    #[serde(default)]
+    pub record_input: bool,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// The session's process exited (see `exit_code` / `signal`).
+    Exit,
+    /// The client went away (ssh killed, network gone, sshd died).
+    ClientGone,
+    /// bastiond was stopped while the session was live.
+    BrokerShutdown,
+    /// The session failed (see `error`).
+    Error,
+    /// bastiond crashed; the session was closed at its next start-up.
+    Interrupted,
+}
+
+/// `session.end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEnd {
+    pub session_id: String,
+    pub user: String,
+    pub container: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: OffsetDateTime,
+    /// Seconds from start to end.
+    pub duration_secs: f64,
+    pub exit_code: Option<i32>,
+    /// Name of the signal that ended the process (`"KILL"`), if one did.
+    pub signal: Option<String>,
+    /// Bytes from the client to the session (what the user typed/sent).
+    pub bytes_in: u64,
+    /// Bytes from the session to the client (what the user saw/received).
+    pub bytes_out: u64,
+    pub ended_by: EndedBy,
+    pub recording: Option<RecordingSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The closed recording of a session, as the end event pins it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingSummary {
+    pub path: PathBuf,
+    /// SHA-256 (hex) of the whole .cast file.
+    pub sha256: String,
+    /// Size of the .cast file.
+    pub size: u64,
+    /// Whether `max_recording_bytes` cut the recording short.
+    pub truncated: bool,
+    /// A write error that stopped the recording early, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `container.create|start|stop|remove`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerEvent {
+    pub user: String,
+    pub container: String,
+    pub container_id: Option<String>,
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+    /// Why (e.g. `"idle"`, `"image changed"`, `"first login"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `credentials.issued`: never carries a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialsIssued {
+    pub user: String,
+    pub container: String,
+    pub container_id: Option<String>,
+    /// The container's address the request came from.
+    pub source_ip: Option<String>,
+    pub role_arn: String,
+    pub session_name: String,
+    pub source_identity: Option<String>,
+    /// The access key id (not a secret: CloudTrail shows it), to correlate.
+    pub access_key_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expiration: OffsetDateTime,
+    /// Which endpoint asked: `"imds"` or `"container_credentials"`.
+    pub endpoint: String,
+}
+
+/// `sts.assume_role`: never carries a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StsAssumeRole {
+    pub user: String,
+    pub container: String,
+    pub role_arn: String,
+    pub session_name: String,
+    pub source_identity: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub expiration: Option<OffsetDateTime>,
+    pub access_key_id: Option<String>,
+    /// The STS request id (x-amzn-RequestId), for CloudTrail.
+    pub request_id: Option<String>,
+    /// `None` on success, else the STS error code and message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `recording.pruned`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingPruned {
+    pub session_id: String,
+    pub user: String,
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+    /// Who pruned (the uid running bastionctl).
+    pub by_uid: u32,
+}
+
+/// One parsed line of the audit log: the chain fields and the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    pub host: String,
+    /// Position in the chain, 1 for the first line ever, across rotations.
+    pub seq: u64,
+    /// SHA-256 (hex) of the previous line's bytes (without its newline);
+    /// 64 zeros for the first line ever.
+    pub prev_sha256: String,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_start() -> SessionStart {
+        SessionStart {
+            session_id: "s1".into(),
+            user: "alice".into(),
+            uid: 1000,
+            groups: vec!["ops".into()],
+            remote_addr: Some("192.0.2.7".into()),
+            remote_port: Some(50122),
+            container: "bastion-alice".into(),
+            container_id: Some("abc".into()),
+            image: "bastion/user:1".into(),
+            image_digest: Some("sha256:00".into()),
+            role: Some("ops-role".into()),
+            kind: SessionKind::Shell,
+            command: None,
+            shell: Some("/bin/bash".into()),
+            transfer_direction: None,
+            tty: true,
+            term: Some("xterm-256color".into()),
+            cols: Some(80),
+            rows: Some(24),
+            recording: Some("/var/log/bastion/sessions/alice/s1.cast".into()),
+            record_input: false,
+        }
+    }
+
+    #[test]
+    fn event_names_match_the_serialized_tag() {
+        let ev = AuditEvent::SessionStart(sample_start());
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["event"], ev.name());
+        assert_eq!(v["kind"], "shell");
+        let back: AuditEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn a_record_round_trips_with_flattened_event() {
+        let rec = AuditRecord {
+            ts: time::macros::datetime!(2026-11-23 06:00:00 UTC),
+            host: "h".into(),
+            seq: 3,
+            prev_sha256: "0".repeat(64),
+            event: AuditEvent::ContainerStop(ContainerEvent {
+                user: "bob".into(),
+                container: "bastion-bob".into(),
+                container_id: None,
+                image: None,
+                image_digest: None,
+                reason: Some("idle".into()),
+            }),
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.contains(r#""event":"container.stop""#), "{line}");
+        assert!(line.contains(r#""ts":"2026-11-23T06:00:00Z""#), "{line}");
+        let back: AuditRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, rec);
+    }
+}

@@ -1,0 +1,709 @@
+//! Users' containers: `bastion-<user>`, created on first login, reused while
+//! running, started when stopped, recreated when its configuration (image,
+//! role, limits, env) changed and no session is live. One lock per user
+//! makes concurrent first logins end in one container.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+use sha2::{Digest, Sha256};
+
+use super::identity::Identity;
+use crate::config::{BastiondConfig, UserSettings};
+
+/// Label names of the Docker contract (design.md, "Contracts").
+pub mod labels {
+    pub const USER: &str = "bastion.user";
+    pub const UID: &str = "bastion.uid";
+    pub const ROLE: &str = "bastion.role";
+    /// SHA-256 of the container-credentials token (the proxy compares it).
+    pub const CREDENTIALS_TOKEN_SHA256: &str = "bastion.credentials-token-sha256";
+    /// Hash of everything the container was created from.
+    pub const SPEC: &str = "bastion.spec";
+}
+
+/// Where the container-credentials token file lives inside the container.
+pub const TOKEN_PATH_IN_CONTAINER: &str = "/etc/bastion/aws-container-token";
+/// The container-credentials endpoint SDKs are pointed at.
+pub const CREDENTIALS_FULL_URI: &str = "http://169.254.170.2/v1/credentials";
+/// Where the kubeconfig directory is mounted (read-only) inside.
+pub const KUBECONFIG_DIR_IN_CONTAINER: &str = "/etc/bastion/kubeconfigs";
+
+/// A user's running container.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub id: String,
+    pub name: String,
+    /// The image reference from the config.
+    pub image: String,
+    /// The image id (`sha256:…`) the container runs.
+    pub image_id: String,
+    pub role: Option<String>,
+}
+
+/// Why a user's container could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("the Docker Engine is not reachable: {0}")]
+    DockerUnavailable(#[source] DockerError),
+    #[error("image {image} is not present in the Docker Engine")]
+    ImageMissing { image: String },
+    #[error("a container named {name} exists but does not belong to bastion user {user}")]
+    NotOurs { name: String, user: String },
+    #[error("cannot prepare home directory {path}: {source}")]
+    Home {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("home directory {path} is not a plain directory (symlink or file); refusing to use it")]
+    HomeNotADirectory { path: PathBuf },
+    #[error("Docker Engine failed to {action} container {name}: {source}")]
+    Docker {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: DockerError,
+    },
+    #[error("Docker Engine failed to create network {name}: {source}")]
+    Network {
+        name: String,
+        #[source]
+        source: DockerError,
+    },
+}
+
+impl ContainerError {
+    /// The one line a user sees.
+    pub fn user_message(&self) -> String {
+        match self {
+            Self::DockerUnavailable(_) => ENGINE_DOWN.into(),
+            Self::ImageMissing { image } => format!(
+                "your container image {image} is not available on this bastion; please tell the bastion admins"
+            ),
+            _ => "your container could not be started; please tell the bastion admins (details are in the bastion log)".into(),
+        }
+    }
+}
+
+/// What a user is told when the Docker Engine cannot be reached.
+pub const ENGINE_DOWN: &str = "the container engine is not available right now; please try again in a minute or tell the bastion admins";
+
+/// True when the error means the Engine could not be reached at all.
+pub fn is_unreachable(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::IOError { .. }
+            | DockerError::HyperResponseError { .. }
+            | DockerError::RequestTimeoutError
+    )
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Creates, starts and reuses users' containers.
+pub struct ContainerManager {
+    docker: Docker,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What a container is built from, before the per-container secret.
+struct Spec {
+    body: ContainerCreateBody,
+    hash: String,
+}
+
+impl ContainerManager {
+    pub fn new(docker: Docker) -> Self {
+        Self {
+            docker,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lock serialising container changes of `user`.
+    pub fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("lock map poisoned");
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// The container name of `user`.
+    pub fn name_of(user: &str) -> String {
+        format!("bastion-{user}")
+    }
+
+    /// Makes `who`'s container exist and run, per `settings`.
+    /// `live_sessions` says whether the user has sessions in it right now
+    /// (a container with live sessions is never recreated).
+    pub async fn ensure(
+        &self,
+        config: &BastiondConfig,
+        who: &Identity,
+        settings: &UserSettings,
+        live_sessions: impl Fn() -> usize,
+    ) -> Result<Running, ContainerError> {
+        let lock = self.lock_for(&who.name);
+        let _guard = lock.lock().await;
+        let name = Self::name_of(&who.name);
+
+        let image = match self.docker.inspect_image(&settings.image).await {
+            Ok(image) => image,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(ContainerError::ImageMissing {
+                    image: settings.image.clone(),
+                });
+            }
+            Err(e) if is_unreachable(&e) => return Err(ContainerError::DockerUnavailable(e)),
+            Err(e) => {
+                return Err(ContainerError::Docker {
+                    action: "inspect the image of",
+                    name,
+                    source: e,
+                });
+            }
+        };
+        let image_id = image.id.unwrap_or_default();
+        let spec = build_spec(config, who, settings, &image_id);
+
+        let existing = match self.docker.inspect_container(&name, None).await {
+            Ok(c) => Some(c),
+            Err(e) if status_of(&e) == Some(404) => None,
+            Err(e) if is_unreachable(&e) => return Err(ContainerError::DockerUnavailable(e)),
+            Err(e) => {
+                return Err(ContainerError::Docker {
+                    action: "inspect",
+                    name,
+                    source: e,
+                });
+            }
+        };
+        let docker_err = |action, source| ContainerError::Docker {
+            action,
+            name: name.clone(),
+            source,
+        };
+
+        let mut reuse = None;
+        if let Some(c) = existing {
+            let labels = c
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            if labels.get(labels::USER) != Some(&who.name) {
+                return Err(ContainerError::NotOurs {
+                    name,
+                    user: who.name.clone(),
+                });
+            }
+            let id = c.id.clone().unwrap_or_default();
+            let state = c.state.as_ref();
+            let running = state.and_then(|s| s.running).unwrap_or(false);
+            let dead = state
+                .and_then(|s| s.status)
+                .is_some_and(|s| s == bollard::models::ContainerStateStatusEnum::DEAD);
+            let current = labels.get(labels::SPEC) == Some(&spec.hash);
+            if dead || (!current && live_sessions() == 0) {
+                tracing::info!(user = %who.name, container = %name, dead, "recreating container: its configuration changed");
+                self.docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await
+                    .map_err(|e| docker_err("remove", e))?;
+            } else {
+                if !current {
+                    tracing::info!(user = %who.name, container = %name, "configuration changed; recreation waits until no session is live");
+                }
+                let running_image = c.image.clone().unwrap_or_default();
+                reuse = Some((
+                    id,
+                    running,
+                    running_image,
+                    labels.get(labels::ROLE).cloned(),
+                ));
+            }
+        }
+
+        let (id, running, image_id, role) = match reuse {
+            Some(found) => found,
+            None => {
+                let id = self.create(config, who, spec, &name).await?;
+                (id, false, image_id, settings.role.clone())
+            }
+        };
+        if !running {
+            match self.docker.start_container(&id, None).await {
+                Ok(()) => tracing::info!(user = %who.name, container = %name, "started container"),
+                // 304: already running (another broker path started it).
+                Err(e) if status_of(&e) == Some(304) => {}
+                Err(e) => return Err(docker_err("start", e)),
+            }
+        }
+        Ok(Running {
+            id,
+            name,
+            image: settings.image.clone(),
+            image_id,
+            role,
+        })
+    }
+
+    async fn create(
+        &self,
+        config: &BastiondConfig,
+        who: &Identity,
+        spec: Spec,
+        name: &str,
+    ) -> Result<String, ContainerError> {
+        prepare_home(&config.home_root, who)?;
+        let docker_err = |action, source| ContainerError::Docker {
+            action,
+            name: name.to_owned(),
+            source,
+        };
+        let token = random_token();
+        let mut body = spec.body;
+        body.labels.get_or_insert_with(Default::default).insert(
+            labels::CREDENTIALS_TOKEN_SHA256.into(),
+            hex::encode(Sha256::digest(&token)),
+        );
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let created = match self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
+            Err(e) if status_of(&e) == Some(404) && is_network_missing(&e) => {
+                self.ensure_network(config).await?;
+                self.docker.create_container(Some(options), body).await
+            }
+            other => other,
+        }
+        .map_err(|e| docker_err("create", e))?;
+        tracing::info!(user = %who.name, container = %name, id = %created.id, "created container");
+
+        let accounts = self.account_files(&created.id, who).await?;
+        let tar = files_tar(&accounts, &token, who).map_err(|source| ContainerError::Home {
+            path: PathBuf::from(TOKEN_PATH_IN_CONTAINER),
+            source,
+        })?;
+        self.docker
+            .upload_to_container(
+                &created.id,
+                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                bollard::body_full(tar.into()),
+            )
+            .await
+            .map_err(|e| docker_err("write account files into", e))?;
+        Ok(created.id)
+    }
+
+    /// The image's /etc/passwd and /etc/group with the user added.
+    async fn account_files(
+        &self,
+        id: &str,
+        who: &Identity,
+    ) -> Result<(String, String), ContainerError> {
+        let mut out = Vec::new();
+        for path in ["/etc/passwd", "/etc/group"] {
+            let tar: Vec<u8> = self
+                .docker
+                .download_from_container(
+                    id,
+                    Some(
+                        DownloadFromContainerOptionsBuilder::new()
+                            .path(path)
+                            .build(),
+                    ),
+                )
+                .map_ok(|b| b.to_vec())
+                .try_concat()
+                .await
+                .map_err(|e| ContainerError::Docker {
+                    action: "read account files of",
+                    name: id.to_owned(),
+                    source: e,
+                })?;
+            out.push(first_file_of_tar(&tar).unwrap_or_default());
+        }
+        let group_name = uzers::get_group_by_gid(who.gid)
+            .and_then(|g| g.name().to_str().map(str::to_owned))
+            .unwrap_or_else(|| who.name.clone());
+        let passwd = with_line(
+            &out[0],
+            &who.name,
+            &format!(
+                "{}:x:{}:{}::/home/{}:/bin/bash",
+                who.name, who.uid, who.gid, who.name
+            ),
+        );
+        let group = with_line(
+            &out[1],
+            &group_name,
+            &format!("{group_name}:x:{}:", who.gid),
+        );
+        Ok((passwd, group))
+    }
+
+    /// Creates the bastion network when missing: a bridge named after it,
+    /// no traffic between containers, no IPv6.
+    pub async fn ensure_network(&self, config: &BastiondConfig) -> Result<(), ContainerError> {
+        let net = &config.network;
+        match self.docker.inspect_network(&net.name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) if is_unreachable(&e) => return Err(ContainerError::DockerUnavailable(e)),
+            Err(source) => {
+                return Err(ContainerError::Network {
+                    name: net.name.clone(),
+                    source,
+                });
+            }
+        }
+        let request = NetworkCreateRequest {
+            name: net.name.clone(),
+            driver: Some("bridge".into()),
+            enable_ipv6: Some(false),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(net.subnet.to_string()),
+                    gateway: Some(net.gateway().to_string()),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            options: Some(HashMap::from([
+                ("com.docker.network.bridge.name".into(), net.name.clone()),
+                (
+                    "com.docker.network.bridge.enable_icc".into(),
+                    "false".into(),
+                ),
+                (
+                    "com.docker.network.bridge.enable_ip_masquerade".into(),
+                    "true".into(),
+                ),
+            ])),
+            labels: Some(HashMap::from([("bastion.network".into(), "true".into())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => {
+                tracing::info!(network = %net.name, subnet = %net.subnet, "created network");
+                Ok(())
+            }
+            // Created meanwhile by someone else.
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(source) => Err(ContainerError::Network {
+                name: net.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+fn is_network_missing(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { message, .. } if message.contains("network"))
+}
+
+/// The container's create body and a hash of it (which decides recreation).
+fn build_spec(
+    config: &BastiondConfig,
+    who: &Identity,
+    settings: &UserSettings,
+    image_id: &str,
+) -> Spec {
+    let home = format!("/home/{}", who.name);
+    let mut env = vec![
+        format!("HOME={home}"),
+        format!("USER={}", who.name),
+        format!("LOGNAME={}", who.name),
+        format!("SHELL={}", config.shell),
+        format!("AWS_CONTAINER_CREDENTIALS_FULL_URI={CREDENTIALS_FULL_URI}"),
+        format!("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={TOKEN_PATH_IN_CONTAINER}"),
+    ];
+    let mut labels = HashMap::from([
+        (labels::USER.to_owned(), who.name.clone()),
+        (labels::UID.to_owned(), who.uid.to_string()),
+    ]);
+    if let Some(role) = &settings.role {
+        env.push(format!("IAM_ROLE={role}"));
+        labels.insert(labels::ROLE.to_owned(), role.clone());
+    }
+    let kube = config.kubeconfig_dir.is_dir();
+    if kube {
+        env.push(format!("KUBECONFIG_DIR={KUBECONFIG_DIR_IN_CONTAINER}"));
+    }
+    env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let mut binds = vec![format!(
+        "{}:{home}:rw",
+        config.home_root.join(&who.name).display()
+    )];
+    if kube {
+        binds.push(format!(
+            "{}:{KUBECONFIG_DIR_IN_CONTAINER}:ro",
+            config.kubeconfig_dir.display()
+        ));
+    }
+    let limits = settings.limits;
+    let memory = i64::try_from(limits.memory.as_u64()).unwrap_or(i64::MAX);
+    let body = ContainerCreateBody {
+        image: Some(image_id.to_owned()),
+        hostname: Some(who.name.clone()),
+        user: Some(format!("{}:{}", who.uid, who.gid)),
+        env: Some(env),
+        cmd: Some(vec!["sleep".into(), "infinity".into()]),
+        working_dir: Some(home),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            init: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            pids_limit: Some(limits.pids),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((limits.cpus * 1e9) as i64),
+            network_mode: Some(config.network.name.clone()),
+            binds: Some(binds),
+            ipc_mode: Some("private".into()),
+            sysctls: Some(HashMap::from([(
+                "net.ipv6.conf.all.disable_ipv6".into(),
+                "1".into(),
+            )])),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut canonical = serde_json::to_value(&body).unwrap_or_default();
+    sort_json(&mut canonical);
+    let hash = hex::encode(Sha256::digest(canonical.to_string().as_bytes()));
+    let mut body = body;
+    body.labels
+        .get_or_insert_with(Default::default)
+        .insert(labels::SPEC.into(), hash.clone());
+    Spec { body, hash }
+}
+
+/// Sorts arrays of strings (env, binds) so the hash does not depend on order.
+fn sort_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(sort_json);
+            if items.iter().all(|v| v.is_string()) {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(sort_json),
+        _ => {}
+    }
+}
+
+/// Makes `<home_root>/<user>`: a real directory (never a symlink), owned by
+/// the user, mode 0700.
+fn prepare_home(home_root: &Path, who: &Identity) -> Result<(), ContainerError> {
+    let path = home_root.join(&who.name);
+    let err = |source| ContainerError::Home {
+        path: path.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(home_root)
+        .map_err(err)?;
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => {
+            if meta.uid() == who.uid && meta.gid() == who.gid {
+                return Ok(());
+            }
+        }
+        Ok(_) => return Err(ContainerError::HomeNotADirectory { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .map_err(err)?;
+        }
+        Err(e) => return Err(err(e)),
+    }
+    nix::unistd::chown(
+        &path,
+        Some(nix::unistd::Uid::from_raw(who.uid)),
+        Some(nix::unistd::Gid::from_raw(who.gid)),
+    )
+    .map_err(|e| err(e.into()))
+}
+
+fn random_token() -> Vec<u8> {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes).into_bytes()
+}
+
+fn first_file_of_tar(tar: &[u8]) -> Option<String> {
+    let mut archive = tar::Archive::new(tar);
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let mut text = String::new();
+    entry.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// `file` with `line` appended unless an entry named `name` exists.
+fn with_line(file: &str, name: &str, line: &str) -> String {
+    let prefix = format!("{name}:");
+    if file.lines().any(|l| l.starts_with(&prefix)) {
+        return file.to_owned();
+    }
+    let mut out = file.to_owned();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(line);
+    out.push('\n');
+    out
+}
+
+/// A tar of /etc/passwd, /etc/group and the credentials token file.
+fn files_tar(
+    accounts: &(String, String),
+    token: &[u8],
+    who: &Identity,
+) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8], mode: u32, uid: u64, gid: u64, dir: bool| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(if dir {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        header.set_mtime(0);
+        builder.append_data(&mut header, path, data)
+    };
+    add("etc/passwd", accounts.0.as_bytes(), 0o644, 0, 0, false)?;
+    add("etc/group", accounts.1.as_bytes(), 0o644, 0, 0, false)?;
+    add("etc/bastion/", b"", 0o755, 0, 0, true)?;
+    add(
+        TOKEN_PATH_IN_CONTAINER.trim_start_matches('/'),
+        token,
+        0o400,
+        u64::from(who.uid),
+        u64::from(who.gid),
+        false,
+    )?;
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn alice() -> Identity {
+        Identity {
+            name: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec!["bastion-users".into()],
+        }
+    }
+
+    #[test]
+    fn the_spec_carries_the_contract_and_the_hardening() {
+        let config = Config::parse("[bastiond]\nrole = \"dev\"\n")
+            .unwrap()
+            .bastiond;
+        let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
+        let spec = build_spec(&config, &alice(), &settings, "sha256:abc");
+        let labels = spec.body.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::USER], "alice");
+        assert_eq!(labels[labels::UID], "1000");
+        assert_eq!(labels[labels::ROLE], "dev");
+        assert!(
+            spec.body
+                .env
+                .as_ref()
+                .unwrap()
+                .contains(&"IAM_ROLE=dev".to_owned())
+        );
+        assert_eq!(spec.body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(spec.body.hostname.as_deref(), Some("alice"));
+        let host = spec.body.host_config.as_ref().unwrap();
+        assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(
+            host.security_opt.as_deref(),
+            Some(&["no-new-privileges".to_owned()][..])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("bastion0"));
+        assert_eq!(host.privileged, None);
+        assert!(host.binds.as_ref().unwrap()[0].ends_with(":/home/alice:rw"));
+    }
+
+    #[test]
+    fn the_spec_hash_follows_image_role_and_limits() {
+        let config = Config::parse("").unwrap().bastiond;
+        let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
+        let a = build_spec(&config, &alice(), &settings, "sha256:a").hash;
+        assert_eq!(a, build_spec(&config, &alice(), &settings, "sha256:a").hash);
+        assert_ne!(a, build_spec(&config, &alice(), &settings, "sha256:b").hash);
+        let mut other = settings.clone();
+        other.role = Some("x".into());
+        assert_ne!(a, build_spec(&config, &alice(), &other, "sha256:a").hash);
+        let mut other = settings.clone();
+        other.limits.pids = 99;
+        assert_ne!(a, build_spec(&config, &alice(), &other, "sha256:a").hash);
+    }
+
+    #[test]
+    fn account_lines_are_added_once() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n";
+        let once = with_line(passwd, "alice", "alice:x:1000:1000::/home/alice:/bin/bash");
+        assert_eq!(once.lines().count(), 2);
+        assert_eq!(with_line(&once, "alice", "alice:x:1:1::/:/bin/sh"), once);
+    }
+
+    #[test]
+    fn the_files_tar_has_a_private_token() {
+        let tar = files_tar(&("p\n".into(), "g\n".into()), b"tok", &alice()).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let token = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().ends_with("aws-container-token"))
+            .unwrap();
+        assert_eq!(token.header().mode().unwrap(), 0o400);
+        assert_eq!(token.header().uid().unwrap(), 1000);
+    }
+}

@@ -1,0 +1,264 @@
+//! `bastiond`: the root session broker. It listens on a unix socket for
+//! `bastion-shell`s, identifies each caller by SO_PEERCRED, owns the Docker
+//! socket, runs each session as a `docker exec` in the user's container,
+//! and stops and removes idle containers.
+
+pub mod container;
+pub mod exec_stream;
+pub mod fdio;
+pub mod identity;
+pub mod procs;
+pub mod pump;
+pub mod reaper;
+pub mod session;
+pub mod terminal;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bollard::Docker;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use container::ContainerManager;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "docker_host {0:?} is not supported: bastiond needs the local unix socket (unix:///path)"
+    )]
+    DockerHost(String),
+    #[error("cannot set up the Docker client for {path}: {source}")]
+    Docker {
+        path: PathBuf,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another bastiond is already listening on {path}")]
+    AlreadyRunning { path: PathBuf },
+}
+
+/// The configuration, re-read when the file changes. A broken edit is
+/// logged and the last good configuration stays in force.
+pub struct ConfigSource {
+    path: PathBuf,
+    state: Mutex<(Arc<Config>, Option<(SystemTime, u64)>)>,
+}
+
+impl ConfigSource {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let stamp = stamp(path);
+        let config = Config::load(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            state: Mutex::new((Arc::new(config), stamp)),
+        })
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<Config> {
+        let mut state = self.state.lock().expect("config lock poisoned");
+        let now = stamp(&self.path);
+        if now != state.1 {
+            match Config::load(&self.path) {
+                Ok(config) => {
+                    tracing::info!(path = %self.path.display(), "configuration reloaded");
+                    *state = (Arc::new(config), now);
+                }
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "configuration change rejected; keeping the previous one");
+                    state.1 = now;
+                }
+            }
+        }
+        state.0.clone()
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Live sessions per user, and when each user's last session ended.
+#[derive(Default)]
+pub struct LiveSessions {
+    users: Mutex<HashMap<String, (usize, Instant)>>,
+}
+
+/// One live session; counted until dropped.
+pub struct LiveGuard {
+    sessions: Arc<LiveSessions>,
+    user: String,
+}
+
+impl LiveSessions {
+    pub fn enter(self: &Arc<Self>, user: &str) -> LiveGuard {
+        let mut users = self.users.lock().expect("live lock poisoned");
+        users
+            .entry(user.to_owned())
+            .or_insert((0, Instant::now()))
+            .0 += 1;
+        LiveGuard {
+            sessions: self.clone(),
+            user: user.to_owned(),
+        }
+    }
+
+    pub fn count(&self, user: &str) -> usize {
+        let users = self.users.lock().expect("live lock poisoned");
+        users.get(user).map_or(0, |e| e.0)
+    }
+
+    /// When the user last had a live session, or `None` if they have one now.
+    /// Users never seen since start-up count as idle since `fallback`.
+    pub fn idle_since(&self, user: &str, fallback: Instant) -> Option<Instant> {
+        let users = self.users.lock().expect("live lock poisoned");
+        match users.get(user) {
+            Some((0, since)) => Some(*since),
+            Some(_) => None,
+            None => Some(fallback),
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut users = self.sessions.users.lock().expect("live lock poisoned");
+        if let Some(entry) = users.get_mut(&self.user) {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 = Instant::now();
+        }
+    }
+}
+
+/// Everything the sessions share.
+pub struct Broker {
+    pub config: ConfigSource,
+    pub containers: ContainerManager,
+    pub docker_socket: PathBuf,
+    pub live: Arc<LiveSessions>,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+}
+
+impl Broker {
+    /// Loads the config and sets up the Docker client (no I/O to Docker yet).
+    pub fn new(config_path: &Path) -> Result<Self, BrokerError> {
+        let config = ConfigSource::load(config_path)?;
+        let host = config
+            .current()
+            .bastiond
+            .docker_host
+            .clone()
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let socket = host
+            .strip_prefix("unix://")
+            .map(PathBuf::from)
+            .ok_or_else(|| BrokerError::DockerHost(host.clone()))?;
+        let docker =
+            Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
+                .map_err(|source| BrokerError::Docker {
+                    path: socket.clone(),
+                    source,
+                })?;
+        Ok(Self {
+            config,
+            containers: ContainerManager::new(docker),
+            docker_socket: socket,
+            live: Arc::default(),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Runs the broker until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
+    let mut broker = Broker::new(config_path)?;
+    // Speak the Engine's API version (Debian's docker.io is older than bollard's default).
+    if let Ok(docker) = broker.containers.docker().clone().negotiate_version().await {
+        broker.containers = ContainerManager::new(docker);
+    }
+    let broker = Arc::new(broker);
+    let config = broker.config.current();
+    if let Err(e) = broker.containers.ensure_network(&config.bastiond).await {
+        tracing::warn!(error = %e, "cannot prepare the bastion network yet; will retry at the first login");
+    }
+    reaper::recover(&broker).await;
+
+    let listener = listen(&config.bastiond.socket)?;
+    tracing::info!(socket = %config.bastiond.socket.display(), "bastiond ready");
+
+    let sessions = TaskTracker::new();
+    let reaper = tokio::spawn(reaper::run(broker.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| BrokerError::Listen {
+            path: config.bastiond.socket.clone(),
+            source,
+        })?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    sessions.spawn(session::serve(broker.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!(live = sessions.len(), "shutting down: ending live sessions");
+    broker.shutdown.cancel();
+    reaper.abort();
+    sessions.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
+    let _ = std::fs::remove_file(&config.bastiond.socket);
+    Ok(())
+}
+
+/// Binds the shells' socket: its directory root-owned 0755, the socket 0666
+/// (anyone may connect; SO_PEERCRED says who they are). A stale socket file
+/// is replaced; a live one means another broker runs.
+fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
+    let err = |source| BrokerError::Listen {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(err)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BrokerError::AlreadyRunning {
+                path: path.to_owned(),
+            });
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok(listener)
+}

@@ -1,0 +1,532 @@
+//! One login, from the shell's request to its exit code: identify the
+//! caller by SO_PEERCRED, apply their settings, make their container ready,
+//! run the exec, pump bytes, forward resizes, and end cleanly whichever side
+//! goes first.
+
+use std::io::Cursor;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::exec::CreateExecOptions;
+use bollard::query_parameters::ResizeExecOptions;
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+
+use super::Broker;
+use super::container::{ContainerError, ENGINE_DOWN, Running};
+use super::exec_stream::{self, ExecStartError};
+use super::fdio::FdIo;
+use super::identity::{self, Identity, IdentityError};
+use super::procs;
+use super::pump::{self, Counters, NoObserver, Observer, PumpEnd};
+use super::terminal::RawMode;
+use crate::config::ResolveError;
+use crate::protocol::{
+    self, ClientMessage, EXIT_BASTION_FAILURE, FrameError, MAX_FRAME, Request, ServerMessage,
+    WindowSize,
+};
+use crate::sys;
+
+/// Why a session could not run. Each has a short message for the user
+/// ([`SessionError::user_message`]); the full error goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read the caller's credentials: {0}")]
+    PeerCred(#[source] std::io::Error),
+    #[error("cannot read the request: {0}")]
+    Request(#[source] FrameError),
+    #[error("request carried {got} file descriptors, expected 3")]
+    Fds { got: usize },
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    NotAllowed(#[from] ResolveError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("cannot create exec in {container}: {source}")]
+    CreateExec {
+        container: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(transparent)]
+    StartExec(#[from] ExecStartError),
+    #[error("cannot use the session's terminal or pipes: {0}")]
+    Fd(#[source] std::io::Error),
+}
+
+impl SessionError {
+    /// The one line the user sees.
+    pub fn user_message(&self) -> String {
+        match self {
+            Self::NotAllowed(e) => e.to_string(),
+            Self::Identity(IdentityError::BadName { name, .. }) => {
+                format!("the user name {name:?} cannot be used on this bastion; please tell the bastion admins")
+            }
+            Self::Container(e) => e.user_message(),
+            Self::CreateExec { source, .. } if super::container::is_unreachable(source) => {
+                ENGINE_DOWN.into()
+            }
+            Self::StartExec(ExecStartError::Connect { .. }) => ENGINE_DOWN.into(),
+            Self::CreateExec { .. } | Self::StartExec(_) => limit_hint(&self.to_string()).unwrap_or_else(|| {
+                "your session could not be started in your container; please try again or tell the bastion admins".into()
+            }),
+            _ => "the bastion could not start your session; please tell the bastion admins".into(),
+        }
+    }
+}
+
+/// A clearer message when the Engine's error says a container limit was hit.
+fn limit_hint(detail: &str) -> Option<String> {
+    let d = detail.to_ascii_lowercase();
+    (d.contains("resource temporarily unavailable") || d.contains("pids"))
+        .then(|| "your container has reached its process limit; end some processes (or ask the bastion admins for a higher limit) and try again".into())
+        .or_else(|| {
+            (d.contains("out of memory") || d.contains("oom"))
+                .then(|| "your container has reached its memory limit; please try again or ask the bastion admins for more".into())
+        })
+}
+
+/// How a session ended (the audit trail's `ended_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exit,
+    ClientGone,
+    BrokerShutdown,
+}
+
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Exit => "exit",
+            Ending::ClientGone => "client_gone",
+            Ending::BrokerShutdown => "broker_shutdown",
+        }
+    }
+}
+
+/// A request as received: the frame and the three passed descriptors.
+struct Received {
+    request: Request,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// Serves one connection from a `bastion-shell`.
+pub async fn serve(broker: Arc<Broker>, stream: UnixStream) {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping connection without peer credentials");
+            return;
+        }
+    };
+    let uid = cred.uid();
+    let received = match receive(&stream).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(uid, error = %e, "bad request from shell");
+            return;
+        }
+    };
+    let (reader, mut writer) = stream.into_split();
+    let reply = match run(&broker, uid, received, reader).await {
+        Ok(Some(code)) => ServerMessage::Exit { code },
+        Ok(None) => return, // the shell is gone: nobody to tell
+        Err(e) => {
+            tracing::error!(uid, error = %error_chain(&e), "session failed");
+            ServerMessage::Error {
+                message: e.user_message(),
+                code: EXIT_BASTION_FAILURE,
+            }
+        }
+    };
+    let _ = protocol::write_frame_async(&mut writer, &reply).await;
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Reads the first frame and the descriptors sent with it.
+async fn receive(stream: &UnixStream) -> Result<Received, SessionError> {
+    let mut buf = vec![0u8; 4 + MAX_FRAME];
+    let mut have = 0;
+    let mut fds = Vec::new();
+    loop {
+        let (n, mut got) = stream
+            .async_io(Interest::READABLE, || {
+                sys::recv_with_fds(stream.as_fd(), &mut buf[have..])
+            })
+            .await
+            .map_err(|e| SessionError::Request(e.into()))?;
+        fds.append(&mut got);
+        if n == 0 {
+            return Err(SessionError::Request(FrameError::Closed));
+        }
+        have += n;
+        if have >= 4 {
+            let len = protocol::frame_len(buf[..4].try_into().expect("4 bytes"))
+                .map_err(SessionError::Request)?;
+            if have > 4 + len {
+                // The shell sends nothing before it has a reply's worth of
+                // reason to; extra bytes mean a confused or hostile peer.
+                return Err(SessionError::Request(FrameError::TooLarge(have)));
+            }
+            if have == 4 + len {
+                let request: Request = serde_json::from_slice(&buf[4..have])
+                    .map_err(|e| SessionError::Request(e.into()))?;
+                if request.version != protocol::VERSION {
+                    return Err(SessionError::Version(request.version));
+                }
+                let got = fds.len();
+                let mut it = fds.into_iter();
+                return match (it.next(), it.next(), it.next(), it.next()) {
+                    (Some(stdin), Some(stdout), Some(stderr), None) => Ok(Received {
+                        request,
+                        stdin,
+                        stdout,
+                        stderr,
+                    }),
+                    _ => Err(SessionError::Fds { got }),
+                };
+            }
+        }
+    }
+}
+
+/// Runs the session; `Ok(None)` when the client went away before the end.
+async fn run(
+    broker: &Arc<Broker>,
+    uid: u32,
+    received: Received,
+    control: OwnedReadHalf,
+) -> Result<Option<i32>, SessionError> {
+    let who = tokio::task::spawn_blocking(move || identity::lookup(uid))
+        .await
+        .expect("identity lookup panicked")?;
+    let config = broker.config.current();
+    let settings = match config.bastiond.resolve(&who.name, who.uid, &who.groups) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(user = %who.name, uid, error = %e, "login refused");
+            return Err(e.into());
+        }
+    };
+    let session_id = new_session_id();
+    let request = &received.request;
+    // Counted live before the container is ensured, so the reaper never
+    // stops a container a login is about to use.
+    let live = broker.live.enter(&who.name);
+    let others_live = || broker.live.count(&who.name).saturating_sub(1);
+    let running = broker
+        .containers
+        .ensure(&config.bastiond, &who, &settings, others_live)
+        .await?;
+    tracing::info!(
+        session = %session_id, user = %who.name, uid, container = %running.name,
+        tty = request.tty, command = request.command.as_deref().unwrap_or("<login shell>"),
+        "session start"
+    );
+
+    let exec_id = create_exec(
+        broker,
+        &config.bastiond.shell,
+        &who,
+        &running,
+        request,
+        &session_id,
+    )
+    .await?;
+    let outcome = attach(broker, &exec_id, received, control).await;
+    let (ending, counters) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            kill_session_processes(&running, &session_id, None).await;
+            return Err(e);
+        }
+    };
+    if ending != Ending::Exit {
+        let pid = exec_pid(broker, &exec_id).await;
+        let killed = kill_session_processes(&running, &session_id, pid).await;
+        tracing::info!(session = %session_id, killed, ended_by = ending.as_str(), "killed the session's processes");
+    }
+    let code = exit_code(broker, &exec_id).await;
+    let (bytes_in, bytes_out) = counters.snapshot();
+    tracing::info!(
+        session = %session_id, user = %who.name, container = %running.name,
+        exit_code = code, ended_by = ending.as_str(), bytes_in, bytes_out,
+        "session end"
+    );
+    drop(live);
+    // Whatever the session left running in the background goes with it.
+    let cleanup_running = running.clone();
+    let cleanup_id = session_id.clone();
+    tokio::spawn(async move {
+        kill_session_processes(&cleanup_running, &cleanup_id, None).await;
+    });
+    Ok(match ending {
+        Ending::Exit => Some(code),
+        Ending::BrokerShutdown => Some(EXIT_BASTION_FAILURE),
+        Ending::ClientGone => None,
+    })
+}
+
+async fn create_exec(
+    broker: &Broker,
+    shell: &str,
+    who: &Identity,
+    running: &Running,
+    request: &Request,
+    session_id: &str,
+) -> Result<String, SessionError> {
+    let mut env = vec![format!("{}={session_id}", procs::SESSION_ENV)];
+    for (k, v) in &request.env {
+        if k == "SSH_TTY" {
+            continue; // a host path, meaningless inside
+        }
+        if k == "TERM" && !valid_term(v) {
+            continue;
+        }
+        if v.len() <= 4096 && !v.contains('\0') {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    let cmd = match &request.command {
+        Some(command) => vec![shell.to_owned(), "-c".into(), command.clone()],
+        None => vec![shell.to_owned(), "-l".into()],
+    };
+    let options = CreateExecOptions {
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(request.tty),
+        env: Some(env),
+        cmd: Some(cmd),
+        user: Some(format!("{}:{}", who.uid, who.gid)),
+        working_dir: Some(format!("/home/{}", who.name)),
+        ..Default::default()
+    };
+    broker
+        .containers
+        .docker()
+        .create_exec(&running.id, options)
+        .await
+        .map(|r| r.id)
+        .map_err(|source| SessionError::CreateExec {
+            container: running.name.clone(),
+            source,
+        })
+}
+
+/// Terminal names: letters, digits and `._+-`, at most 64.
+fn valid_term(term: &str) -> bool {
+    !term.is_empty()
+        && term.len() <= 64
+        && term
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+}
+
+/// Starts the exec and pumps until it ends or the client goes away.
+async fn attach(
+    broker: &Arc<Broker>,
+    exec_id: &str,
+    received: Received,
+    mut control: OwnedReadHalf,
+) -> Result<(Ending, Counters), SessionError> {
+    let Received {
+        request,
+        stdin,
+        stdout,
+        stderr,
+    } = received;
+    let stream = exec_stream::start_exec(&broker.docker_socket, exec_id, request.tty).await?;
+    let stdin = FdIo::new(stdin, Interest::READABLE).map_err(SessionError::Fd)?;
+    let stdout = FdIo::new(stdout, Interest::WRITABLE).map_err(SessionError::Fd)?;
+    let stderr = FdIo::new(stderr, Interest::WRITABLE).map_err(SessionError::Fd)?;
+    let hangup = stdout.hangup_watcher().map_err(SessionError::Fd)?;
+
+    let mut raw = None;
+    if request.tty {
+        raw = Some(RawMode::enter(stdin.fd()).map_err(SessionError::Fd)?);
+        if let Some(size) = request.size.filter(|s| s.is_valid()) {
+            resize(broker, exec_id, size).await;
+        }
+    }
+
+    let counters = Counters::default();
+    let observer: &dyn Observer = &NoObserver;
+    let (from_exec, to_exec) = stream.socket.into_split();
+    let from_exec = Cursor::new(stream.pending).chain(from_exec);
+
+    let ending = {
+        let output = async {
+            if request.tty {
+                pump::output_raw(from_exec, &stdout, observer, &counters).await
+            } else {
+                pump::output_multiplexed(from_exec, &stdout, &stderr, observer, &counters).await
+            }
+        };
+        let input = pump::input(&stdin, to_exec, observer, &counters);
+        let controls = async {
+            loop {
+                match protocol::read_frame_async::<ClientMessage>(&mut control).await {
+                    Ok(ClientMessage::Resize(size)) if size.is_valid() => {
+                        observer.resize(size);
+                        resize(broker, exec_id, size).await;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return, // the shell is gone
+                }
+            }
+        };
+        tokio::pin!(output, input, controls);
+        let shutdown = broker.shutdown.clone();
+        let mut input_done = false;
+        loop {
+            tokio::select! {
+                end = &mut output => break match end {
+                    PumpEnd::SinkGone(_) => Ending::ClientGone,
+                    PumpEnd::Eof | PumpEnd::SourceFailed(_) => Ending::Exit,
+                },
+                end = &mut input, if !input_done => {
+                    input_done = true;
+                    // A PTY never reports EOF while its SSH client is there:
+                    // ctrl-d is a byte in raw mode. EOF or EIO means hang-up.
+                    if request.tty {
+                        tracing::debug!(?end, "terminal closed");
+                        break Ending::ClientGone;
+                    }
+                }
+                () = &mut controls => break Ending::ClientGone,
+                Ok(()) = hangup.hung_up(), if !request.tty => break Ending::ClientGone,
+                () = shutdown.cancelled() => break Ending::BrokerShutdown,
+            }
+        }
+    };
+    if let Some(raw) = raw.as_mut() {
+        raw.restore();
+    }
+    Ok((ending, counters))
+}
+
+async fn resize(broker: &Broker, exec_id: &str, size: WindowSize) {
+    let options = ResizeExecOptions {
+        h: i32::from(size.rows),
+        w: i32::from(size.cols),
+    };
+    if let Err(e) = broker
+        .containers
+        .docker()
+        .resize_exec(exec_id, options)
+        .await
+    {
+        tracing::debug!(exec = exec_id, error = %e, "resize failed");
+    }
+}
+
+async fn exec_pid(broker: &Broker, exec_id: &str) -> Option<i32> {
+    let inspect = broker
+        .containers
+        .docker()
+        .inspect_exec(exec_id)
+        .await
+        .ok()?;
+    inspect
+        .pid
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|&p| p > 0)
+}
+
+/// The exec's exit code, once the Engine has recorded it.
+async fn exit_code(broker: &Broker, exec_id: &str) -> i32 {
+    let docker = broker.containers.docker();
+    let mut delay = Duration::from_millis(2);
+    for _ in 0..40 {
+        match docker.inspect_exec(exec_id).await {
+            Ok(i) if i.running != Some(true) => {
+                return i
+                    .exit_code
+                    .and_then(|c| i32::try_from(c).ok())
+                    .unwrap_or(EXIT_BASTION_FAILURE);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(exec = exec_id, error = %e, "cannot read exit code");
+                return EXIT_BASTION_FAILURE;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+    tracing::warn!(exec = exec_id, "exec still running after its stream ended");
+    EXIT_BASTION_FAILURE
+}
+
+async fn kill_session_processes(running: &Running, session_id: &str, pid: Option<i32>) -> usize {
+    let container = running.id.clone();
+    let session = session_id.to_owned();
+    tokio::task::spawn_blocking(move || procs::kill_session(&container, &session, pid))
+        .await
+        .unwrap_or(0)
+}
+
+/// A sortable, unique session id: UTC time and 8 random hex digits.
+pub fn new_session_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let suffix: u32 = rand::random();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{suffix:08x}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_names_are_checked() {
+        assert!(valid_term("xterm-256color"));
+        assert!(valid_term("screen.xterm-256color"));
+        assert!(!valid_term(""));
+        assert!(!valid_term("xterm\n"));
+        assert!(!valid_term("../../x"));
+    }
+
+    #[test]
+    fn session_ids_sort_by_time_and_are_unique() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "20261123T072000Z-0123abcd".len());
+    }
+
+    #[test]
+    fn limit_errors_get_a_hint() {
+        assert!(
+            limit_hint("OCI runtime exec failed: fork: resource temporarily unavailable")
+                .unwrap()
+                .contains("process limit")
+        );
+        assert!(limit_hint("no such container").is_none());
+    }
+}

@@ -1,1 +1,0 @@
-//! Session recordings in asciicast v2 (issue 4). Owned by the audit/recording work.

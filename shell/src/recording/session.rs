@@ -1,0 +1,652 @@
+//! A session's records from start to end: the `session.start` event, the
+//! recording, the `session.end` event — and closing what a crash left open.
+//!
+//! An open session is recognised by its *open marker*,
+//! `<log_dir>/sessions/.open/<session-id>.json` (0600, in a 0700 directory),
+//! written before `session.start` and removed after `session.end`. It holds
+//! the start event, so [`recover_interrupted`] can write a complete
+//! `session.end` (`ended_by = "interrupted"`) without scanning the audit
+//! log's history.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::cast::CastReader;
+use super::{
+    BastionHeader, CastEnv, CastHeader, Recorder, RecorderOptions, RecordingError, cast_path,
+    check_name, ensure_private_dir, sessions_dir,
+};
+use crate::audit::{
+    AuditError, AuditEvent, AuditLog, EndedBy, RecordingSummary, SessionEnd, SessionStart,
+};
+use crate::config::RecordingConfig;
+
+/// Why a session's records could not be started or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionLogError {
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(
+        "cannot write the open-session marker {path}: {source} (is the log directory full or read-only?)"
+    )]
+    Marker {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the open-session markers in {path}: {source}")]
+    ReadMarkers {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a session ended, as bastiond saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOutcome {
+    pub ended_by: EndedBy,
+    pub exit_code: Option<i32>,
+    /// Signal name without `SIG` (`"KILL"`), when one ended the process.
+    pub signal: Option<String>,
+    /// What failed, for `EndedBy::Error`.
+    pub error: Option<String>,
+}
+
+/// The content of an open marker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenMarker {
+    #[serde(with = "time::serde::rfc3339")]
+    started: OffsetDateTime,
+    start: SessionStart,
+}
+
+/// `<log_dir>/sessions/.open`.
+pub fn open_markers_dir(log_dir: &Path) -> PathBuf {
+    sessions_dir(log_dir).join(".open")
+}
+
+/// One live session's records. Call [`SessionRecording::output`] /
+/// [`SessionRecording::input`] from the pump with every chunk, and
+/// [`SessionRecording::end`] exactly once, however the session ends.
+#[derive(Debug)]
+pub struct SessionRecording {
+    start: SessionStart,
+    started: OffsetDateTime,
+    clock: Instant,
+    recorder: Option<Recorder>,
+    marker: PathBuf,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl SessionRecording {
+    /// Starts a session's records: the recording (when `record`; file
+    /// transfers pass `false` and are only counted), the open marker, then
+    /// the `session.start` event. `start.recording` and `start.record_input`
+    /// are filled in here. Any failure undoes what was done and is returned,
+    /// so bastiond can refuse the login (or, with `on_log_failure =
+    /// "allow"`, go on unrecorded with a loud warning).
+    pub fn begin(
+        config: &RecordingConfig,
+        audit: &AuditLog,
+        mut start: SessionStart,
+        record: bool,
+    ) -> Result<Self, SessionLogError> {
+        check_name("session id", &start.session_id)?;
+        let started = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let markers = open_markers_dir(&config.log_dir);
+        ensure_private_dir(&markers)?;
+        let marker = markers.join(format!("{}.json", start.session_id));
+
+        let recorder = if record {
+            let path = cast_path(&config.log_dir, &start.user, &start.session_id)?;
+            let opts = RecorderOptions {
+                record_input: config.record_input,
+                max_bytes: config.max_recording_bytes.as_u64(),
+            };
+            let rec = Recorder::create(&path, &cast_header(&start, started), opts)?;
+            start.recording = Some(path);
+            start.record_input = config.record_input;
+            Some(rec)
+        } else {
+            start.recording = None;
+            start.record_input = false;
+            None
+        };
+        let undo = |recorder: Option<Recorder>| {
+            if let Some(rec) = recorder {
+                let path = rec.path().to_owned();
+                drop(rec);
+                let _ = fs::remove_file(path);
+            }
+        };
+        if let Err(e) = write_marker(
+            &marker,
+            &OpenMarker {
+                started,
+                start: start.clone(),
+            },
+        ) {
+            undo(recorder);
+            return Err(e);
+        }
+        if let Err(e) = audit.append_at(&AuditEvent::SessionStart(start.clone()), started) {
+            undo(recorder);
+            let _ = fs::remove_file(&marker);
+            return Err(e.into());
+        }
+        Ok(Self {
+            start,
+            started,
+            clock,
+            recorder,
+            marker,
+            bytes_in: 0,
+            bytes_out: 0,
+        })
+    }
+
+    /// The start event as written.
+    pub fn start(&self) -> &SessionStart {
+        &self.start
+    }
+
+    /// Output from the session to the client.
+    pub fn output(&mut self, data: &[u8]) {
+        match &mut self.recorder {
+            Some(rec) => rec.output(data),
+            None => self.bytes_out += data.len() as u64,
+        }
+    }
+
+    /// Input from the client to the session.
+    pub fn input(&mut self, data: &[u8]) {
+        match &mut self.recorder {
+            Some(rec) => rec.input(data),
+            None => self.bytes_in += data.len() as u64,
+        }
+    }
+
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        if let Some(rec) = &mut self.recorder {
+            rec.resize(cols, rows);
+        }
+    }
+
+    pub fn marker(&mut self, label: &str) {
+        if let Some(rec) = &mut self.recorder {
+            rec.marker(label);
+        }
+    }
+
+    /// Writes buffered recording events out (call when the session idles).
+    pub fn flush(&mut self) {
+        if let Some(rec) = &mut self.recorder {
+            rec.flush();
+        }
+    }
+
+    pub fn bytes_in(&self) -> u64 {
+        self.recorder
+            .as_ref()
+            .map_or(self.bytes_in, Recorder::bytes_in)
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.recorder
+            .as_ref()
+            .map_or(self.bytes_out, Recorder::bytes_out)
+    }
+
+    /// A write error that stopped the recording mid-session, if any.
+    pub fn recording_error(&self) -> Option<&RecordingError> {
+        self.recorder.as_ref().and_then(Recorder::error)
+    }
+
+    /// Closes the recording and writes `session.end` (with the recording's
+    /// SHA-256). On success the open marker is removed; if the audit write
+    /// fails the marker stays, and the next start-up closes the session as
+    /// interrupted.
+    pub fn end(
+        self,
+        audit: &AuditLog,
+        outcome: SessionOutcome,
+    ) -> Result<SessionEnd, SessionLogError> {
+        let duration_secs = self.clock.elapsed().as_secs_f64();
+        let (recording, bytes_in, bytes_out) = match self.recorder {
+            Some(rec) => {
+                let out = rec.finish();
+                let summary = RecordingSummary {
+                    path: out.path,
+                    sha256: out.sha256,
+                    size: out.size,
+                    truncated: out.truncated,
+                    error: out.error,
+                };
+                (Some(summary), out.bytes_in, out.bytes_out)
+            }
+            None => (None, self.bytes_in, self.bytes_out),
+        };
+        let end = SessionEnd {
+            session_id: self.start.session_id.clone(),
+            user: self.start.user.clone(),
+            container: self.start.container.clone(),
+            started: self.started,
+            duration_secs,
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            bytes_in,
+            bytes_out,
+            ended_by: outcome.ended_by,
+            recording,
+            error: outcome.error,
+        };
+        audit.append(&AuditEvent::SessionEnd(end.clone()))?;
+        let _ = fs::remove_file(&self.marker);
+        Ok(end)
+    }
+}
+
+/// The header of a session's recording.
+pub fn cast_header(start: &SessionStart, started: OffsetDateTime) -> CastHeader {
+    CastHeader {
+        version: 2,
+        width: start.cols.unwrap_or(80),
+        height: start.rows.unwrap_or(24),
+        timestamp: started.unix_timestamp(),
+        command: Some(
+            start
+                .command
+                .clone()
+                .or_else(|| start.shell.clone())
+                .unwrap_or_else(|| "login shell".to_owned()),
+        ),
+        title: Some(format!("{} in {}", start.user, start.container)),
+        env: CastEnv {
+            term: start.term.clone(),
+            shell: start.shell.clone(),
+        },
+        bastion: Some(BastionHeader {
+            session_id: start.session_id.clone(),
+            user: start.user.clone(),
+            uid: start.uid,
+            container: start.container.clone(),
+            image: Some(start.image.clone()),
+            image_digest: start.image_digest.clone(),
+            role: start.role.clone(),
+            remote_addr: start.remote_addr.clone(),
+            remote_port: start.remote_port,
+            host: Some(crate::audit::hostname()),
+        }),
+    }
+}
+
+fn write_marker(path: &Path, marker: &OpenMarker) -> Result<(), SessionLogError> {
+    let err = |source| SessionLogError::Marker {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    let json = serde_json::to_vec(marker).map_err(|e| err(e.into()))?;
+    file.write_all(&json).map_err(err)?;
+    Ok(())
+}
+
+/// At bastiond's start-up: closes every session a crash left open. Each
+/// gets its recording repaired (a half-written last line cut off, a marker
+/// event appended) and a `session.end` with `ended_by = "interrupted"`,
+/// `duration_secs` up to its last recorded event, and the bytes counted from
+/// the recording (a lower bound; 0 when it was not recorded). Sessions whose
+/// `session.end` is already in the live audit log (a crash between writing it
+/// and removing the marker) only lose their marker.
+pub fn recover_interrupted(
+    log_dir: &Path,
+    audit: &AuditLog,
+) -> Result<Vec<SessionEnd>, SessionLogError> {
+    let dir = open_markers_dir(log_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(SessionLogError::ReadMarkers { path: dir, source }),
+    };
+    let mut markers: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    markers.sort();
+    if markers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ended = ended_sessions(audit.path());
+    let mut closed = Vec::new();
+    for path in markers {
+        let marker: OpenMarker = match fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(m) => m,
+            None => {
+                tracing::error!(marker = %path.display(), "unreadable open-session marker; set aside as .bad");
+                let _ = fs::rename(&path, path.with_extension("bad"));
+                continue;
+            }
+        };
+        if ended.iter().any(|id| *id == marker.start.session_id) {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let mut end = SessionEnd {
+            session_id: marker.start.session_id.clone(),
+            user: marker.start.user.clone(),
+            container: marker.start.container.clone(),
+            started: marker.started,
+            duration_secs: 0.0,
+            exit_code: None,
+            signal: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            ended_by: EndedBy::Interrupted,
+            recording: None,
+            error: Some(
+                "bastiond stopped while the session was live; closed at its next start-up".into(),
+            ),
+        };
+        if let Some(cast) = &marker.start.recording {
+            match close_cast(cast) {
+                Ok(c) => {
+                    end.duration_secs = c.last_time;
+                    end.bytes_in = c.bytes_in;
+                    end.bytes_out = c.bytes_out;
+                    end.recording = Some(RecordingSummary {
+                        path: cast.clone(),
+                        sha256: c.sha256,
+                        size: c.size,
+                        truncated: c.truncated,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(recording = %cast.display(), error = %e, "cannot close an interrupted recording");
+                    end.error = Some(format!(
+                        "bastiond stopped while the session was live; its recording could not be closed: {e}"
+                    ));
+                }
+            }
+        }
+        audit.append(&AuditEvent::SessionEnd(end.clone()))?;
+        let _ = fs::remove_file(&path);
+        closed.push(end);
+    }
+    Ok(closed)
+}
+
+/// Session ids with a `session.end` in the live audit log.
+fn ended_sessions(audit_path: &Path) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Line {
+        event: String,
+        session_id: Option<String>,
+    }
+    let Ok(text) = fs::read(audit_path) else {
+        return Vec::new();
+    };
+    text.split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Line>(l).ok())
+        .filter(|l| l.event == "session.end")
+        .filter_map(|l| l.session_id)
+        .collect()
+}
+
+struct ClosedCast {
+    last_time: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    truncated: bool,
+    sha256: String,
+    size: u64,
+}
+
+fn close_cast(path: &Path) -> std::io::Result<ClosedCast> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    // Cut a half-written last line.
+    let len = file.seek(SeekFrom::End(0))?;
+    let back = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - back))?;
+    let mut tail = Vec::with_capacity(back as usize);
+    Read::by_ref(&mut file).take(back).read_to_end(&mut tail)?;
+    if tail.last().is_some_and(|&b| b != b'\n')
+        && let Some(i) = tail.iter().rposition(|&b| b == b'\n')
+    {
+        file.set_len(len - back + i as u64 + 1)?;
+    }
+    let (mut last_time, mut bytes_in, mut bytes_out, mut truncated) = (0.0f64, 0u64, 0u64, false);
+    let reader = CastReader::open(path).map_err(std::io::Error::other)?;
+    for event in reader {
+        let Ok(event) = event else { break };
+        last_time = last_time.max(event.time);
+        match event.code.as_str() {
+            "o" => bytes_out += event.data.len() as u64,
+            "i" => bytes_in += event.data.len() as u64,
+            "m" if event.data.starts_with("bastion: recording stopped") => truncated = true,
+            _ => {}
+        }
+    }
+    let label =
+        "bastion: session interrupted (bastiond stopped); recording closed at its next start-up";
+    let line = format!(
+        "[{last_time:.6}, \"m\", {}]\n",
+        serde_json::to_string(label).map_err(std::io::Error::other)?
+    );
+    file.seek(SeekFrom::End(0))?;
+    file.write_all(line.as_bytes())?;
+    file.sync_data()?;
+    let (sha256, size) = crate::audit::verify::file_sha256(path)?;
+    Ok(ClosedCast {
+        last_time,
+        bytes_in,
+        bytes_out,
+        truncated,
+        sha256,
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{SessionKind, verify};
+    use crate::recording::cast::read_cast;
+
+    fn config(dir: &Path) -> RecordingConfig {
+        RecordingConfig {
+            log_dir: dir.join("log"),
+            audit_log: dir.join("log/audit.jsonl"),
+            ..RecordingConfig::default()
+        }
+    }
+
+    pub(crate) fn start(id: &str, user: &str) -> SessionStart {
+        SessionStart {
+            session_id: id.into(),
+            user: user.into(),
+            uid: 1000,
+            groups: vec!["ops".into()],
+            remote_addr: Some("192.0.2.7".into()),
+            remote_port: Some(50122),
+            container: format!("bastion-{user}"),
+            container_id: Some("abc123".into()),
+            image: "bastion/user:1".into(),
+            image_digest: Some("sha256:0123".into()),
+            role: Some("arn:aws:iam::123456789012:role/ops".into()),
+            kind: SessionKind::Shell,
+            command: None,
+            shell: Some("/bin/bash".into()),
+            transfer_direction: None,
+            tty: true,
+            term: Some("xterm-256color".into()),
+            cols: Some(100),
+            rows: Some(30),
+            recording: None,
+            record_input: false,
+        }
+    }
+
+    fn exit(code: i32) -> SessionOutcome {
+        SessionOutcome {
+            ended_by: EndedBy::Exit,
+            exit_code: Some(code),
+            signal: None,
+            error: None,
+        }
+    }
+
+    fn events(audit: &Path) -> Vec<crate::audit::AuditRecord> {
+        fs::read_to_string(audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_session_writes_start_recording_and_end_with_the_recordings_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        let mut s = SessionRecording::begin(&cfg, &audit, start("s1", "alice"), true).unwrap();
+        assert!(open_markers_dir(&cfg.log_dir).join("s1.json").exists());
+        s.output(b"$ echo hi\r\nhi\r\n");
+        s.input(b"echo hi\r");
+        s.resize(120, 40);
+        let end = s.end(&audit, exit(7)).unwrap();
+        assert_eq!(end.exit_code, Some(7));
+        assert_eq!(end.bytes_out, 15);
+        assert_eq!(end.bytes_in, 8);
+        let rec = end.recording.clone().unwrap();
+        assert_eq!(rec.path, cfg.log_dir.join("sessions/alice/s1.cast"));
+        let recs = events(&cfg.audit_log);
+        assert_eq!(recs.len(), 2);
+        match &recs[0].event {
+            AuditEvent::SessionStart(st) => {
+                assert_eq!(st.recording.as_deref(), Some(rec.path.as_path()));
+                assert!(!st.record_input);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(recs[1].event, AuditEvent::SessionEnd(end));
+        assert!(!open_markers_dir(&cfg.log_dir).join("s1.json").exists());
+        let (header, _) = read_cast(&rec.path).unwrap();
+        assert_eq!((header.width, header.height), (100, 30));
+        assert_eq!(header.title.as_deref(), Some("alice in bastion-alice"));
+        assert_eq!(header.env.shell.as_deref(), Some("/bin/bash"));
+        let report = verify(&cfg.audit_log).unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.recordings_checked, 1);
+    }
+
+    #[test]
+    fn a_file_transfer_is_counted_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        let mut st = start("t1", "bob");
+        st.kind = SessionKind::FileTransfer;
+        st.command = Some("/usr/lib/openssh/sftp-server".into());
+        let mut s = SessionRecording::begin(&cfg, &audit, st, false).unwrap();
+        s.input(&[0u8; 4096]);
+        s.output(&[1u8; 100]);
+        let end = s.end(&audit, exit(0)).unwrap();
+        assert_eq!((end.bytes_in, end.bytes_out), (4096, 100));
+        assert!(end.recording.is_none());
+        assert!(!cfg.log_dir.join("sessions/bob").exists());
+    }
+
+    #[test]
+    fn an_unwritable_log_dir_fails_the_start_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        // The recordings directory is a file: nothing can be created there.
+        fs::create_dir_all(sessions_dir(&cfg.log_dir)).unwrap();
+        fs::write(sessions_dir(&cfg.log_dir).join("alice"), "").unwrap();
+        let err = SessionRecording::begin(&cfg, &audit, start("s1", "alice"), true).unwrap_err();
+        assert!(err.to_string().contains("sessions/alice"), "{err}");
+        assert!(fs::read_to_string(&cfg.audit_log).unwrap().is_empty());
+        assert!(!open_markers_dir(&cfg.log_dir).join("s1.json").exists());
+    }
+
+    #[test]
+    fn a_crashed_session_is_closed_as_interrupted_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        let mut s = SessionRecording::begin(&cfg, &audit, start("s1", "alice"), true).unwrap();
+        s.output(b"working...\r\n");
+        s.flush();
+        let path = s.start().recording.clone().unwrap();
+        // A crash: the process vanishes mid-line, nothing is finished.
+        std::mem::forget(s);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"[1.5, \"o\", \"half").unwrap();
+        let mut other = SessionRecording::begin(&cfg, &audit, start("s2", "bob"), false).unwrap();
+        other.input(b"x");
+        std::mem::forget(other);
+
+        let closed = recover_interrupted(&cfg.log_dir, &audit).unwrap();
+        assert_eq!(closed.len(), 2);
+        let alice = &closed[0];
+        assert_eq!(alice.ended_by, EndedBy::Interrupted);
+        assert_eq!(alice.bytes_out, 12);
+        let (_, evs) = read_cast(&path).unwrap();
+        assert!(evs.last().unwrap().data.contains("interrupted"));
+        assert!(
+            fs::read_dir(open_markers_dir(&cfg.log_dir))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        let report = verify(&cfg.audit_log).unwrap();
+        assert!(report.is_ok(), "{report}");
+        // Running it again finds nothing left to close.
+        assert!(
+            recover_interrupted(&cfg.log_dir, &audit)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_marker_whose_end_was_written_is_only_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        let s = SessionRecording::begin(&cfg, &audit, start("s1", "alice"), true).unwrap();
+        let marker = open_markers_dir(&cfg.log_dir).join("s1.json");
+        let saved = fs::read(&marker).unwrap();
+        s.end(&audit, exit(0)).unwrap();
+        fs::write(&marker, saved).unwrap();
+        assert!(
+            recover_interrupted(&cfg.log_dir, &audit)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!marker.exists());
+        assert_eq!(events(&cfg.audit_log).len(), 2);
+    }
+}

@@ -24,6 +24,7 @@ readonly DEMO_DIR="$BASTION_ETC/demo"
 readonly DEMO_USERS=(alice bob)
 readonly IMAGE_TAG=bastion/user:latest
 readonly DOCKERD_MARKER="$BASTION_RUN/dockerd.started-by-install"
+mode=demo
 
 # What a bastion host runs on. iproute2 (ss) and util-linux (setsid, flock)
 # are used by these scripts.
@@ -273,19 +274,25 @@ down() {
     say "stopped; data (/etc/bastion, /var/lib/bastion, /var/log/bastion) and images are kept"
 }
 
-(($# == 1)) || usage
-case "$1" in
---demo) mode=demo ;;
---test) mode="test" ;;
---down) mode=down ;;
--h | --help) usage 0 ;;
-*) usage ;;
-esac
-require_root
-trap apt_release_policy EXIT
+main() {
+    (($# == 1)) || usage
+    case "$1" in
+    --demo) mode=demo ;;
+    --test) mode="test" ;;
+    --down) mode=down ;;
+    -h | --help) usage 0 ;;
+    *) usage ;;
+    esac
+    require_root
+    trap apt_release_policy EXIT
+    if [[ "$mode" == down ]]; then
+        down
+    else
+        up
+    fi
+}
 
-if [[ "$mode" == down ]]; then
-    down
-else
-    up
+# Sourcing this file (to reuse a step) runs nothing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
 fi

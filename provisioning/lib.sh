@@ -161,6 +161,8 @@ sshd_config_value() {
 #   SVC_WAIT     seconds `start` waits for readiness
 #   SVC_READY    function: is the service ready? (no arguments)
 #   SVC_PRESTART function run before starting (may fail with a clear error)
+#   SVC_OWN_PIDFILE  a pidfile the daemon writes itself (or ""): finds an
+#                instance started by someone else, so `stop` stops it too
 #   SVC_SHARED   true when an instance started by someone else will do
 #                (dockerd): `start` then leaves it alone
 # To add a service, add a case here (and a unit in provisioning/systemd/).
@@ -172,6 +174,7 @@ service_define() {
     SVC_LOG="$BASTION_LOG_DIR/$1.log"
     SVC_PRESTART=:
     SVC_SHARED=false
+    SVC_OWN_PIDFILE=""
     SVC_WAIT=30
     case "$1" in
     bastiond)
@@ -197,6 +200,7 @@ service_define() {
         SVC_READY=dockerd_ready
         SVC_PRESTART=dockerd_prestart
         SVC_SHARED=true
+        SVC_OWN_PIDFILE=/var/run/docker.pid
         SVC_WAIT=60
         ;;
     *) die "unknown service '$1' (known: $BASTION_SERVICES)" ;;
@@ -234,13 +238,17 @@ dockerd_prestart() {
 # The pid of the running service from its pidfile, if it is really the
 # service's executable (a stale pidfile naming another process is ignored).
 service_pid() {
-    local pid exe
-    [[ -r "$SVC_PIDFILE" ]] || return 1
-    pid="$(<"$SVC_PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] && [[ -d "/proc/$pid" ]] || return 1
-    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
-    [[ "${exe% (deleted)}" == "$(readlink -f "$SVC_EXE")" ]] || return 1
-    echo "$pid"
+    local file pid exe
+    for file in "$SVC_PIDFILE" ${SVC_OWN_PIDFILE:+"$SVC_OWN_PIDFILE"}; do
+        [[ -r "$file" ]] || continue
+        pid="$(<"$file")"
+        [[ "$pid" =~ ^[0-9]+$ && -d "/proc/$pid" ]] || continue
+        exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || continue
+        [[ "${exe% (deleted)}" == "$(readlink -f "$SVC_EXE")" ]] || continue
+        echo "$pid"
+        return 0
+    done
+    return 1
 }
 
 service_is_running() {
@@ -260,12 +268,26 @@ service_log_tail() {
     fi
 }
 
-# Waits up to SVC_WAIT seconds for SVC_READY; fails early if the process died.
+# Whether process PID exists and is not a zombie.
+proc_alive() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat:0:1}" != Z ]]
+}
+
+# Waits up to SVC_WAIT seconds for SVC_READY; fails early if the process
+# died: the process PID when given (just launched: it may still be exec'ing
+# through setsid/env), else whatever service_is_running finds.
 service_wait_ready() {
-    local deadline=$((SECONDS + SVC_WAIT))
+    local pid="${1:-}" deadline=$((SECONDS + SVC_WAIT))
     while ((SECONDS < deadline)); do
         "$SVC_READY" && return 0
-        service_is_running || {
+        if [[ -n "$pid" ]]; then
+            proc_alive "$pid"
+        else
+            service_is_running
+        fi || {
             service_log_tail
             die "$SVC_NAME exited while starting (log above)"
         }
@@ -287,6 +309,7 @@ service_start() {
     fi
     "$SVC_PRESTART"
     say "starting $SVC_NAME"
+    local pid=""
     if is_systemd; then
         systemctl start "$SVC_UNIT" || {
             service_log_tail
@@ -302,9 +325,10 @@ service_start() {
         setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             HOME=/root LANG=C.UTF-8 ${RUST_LOG:+"RUST_LOG=$RUST_LOG"} \
             "${SVC_CMD[@]}" </dev/null >>"$SVC_LOG" 2>&1 &
-        echo $! >"$SVC_PIDFILE"
+        pid=$!
+        echo "$pid" >"$SVC_PIDFILE"
     fi
-    service_wait_ready
+    service_wait_ready "$pid"
     say "$SVC_NAME is running"
 }
 

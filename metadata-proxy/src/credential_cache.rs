@@ -337,3 +337,249 @@ impl<S: AssumeRole> CredentialCache<S> {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::secret::Secret;
+
+    /// Test double for STS: counts calls and answers from a script
+    /// (credential lifetimes or errors), after an optional delay. Used only
+    /// for what real STS cannot be made to do on demand: credentials that
+    /// expire within minutes, and a failure at an exact moment. (The
+    /// integration tests count AssumeRole calls against a real moto server.)
+    #[derive(Default)]
+    struct ScriptedStsTestDouble {
+        calls: AtomicUsize,
+        delay: Duration,
+        script: Mutex<VecDeque<Result<Duration, StsError>>>,
+    }
+
+    impl ScriptedStsTestDouble {
+        fn with(delay: Duration, script: Vec<Result<Duration, StsError>>) -> Self {
+            Self {
+                calls: AtomicUsize::new(0),
+                delay,
+                script: Mutex::new(script.into()),
+            }
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl AssumeRole for Arc<ScriptedStsTestDouble> {
+        async fn assume_role(
+            &self,
+            request: &AssumeRoleRequest,
+        ) -> Result<IssuedCredentials, StsError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let next = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Ok(Duration::from_secs(3600)));
+            let lifetime = next?;
+            let now = SystemTime::now();
+            Ok(IssuedCredentials {
+                access_key_id: format!("ASIA{n:016}"),
+                secret_access_key: Secret::new(format!("secret-{n}")),
+                session_token: Secret::new(format!("token-{n}")),
+                expiration: now + lifetime,
+                issued_at: now,
+                assumed_role_arn: Some(format!("{}/{}", request.role_arn, request.session_name)),
+                request_id: Some(format!("req-{n}")),
+            })
+        }
+    }
+
+    fn throttled() -> StsError {
+        StsError::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+            code: "Throttling".into(),
+            message: "Rate exceeded".into(),
+            request_id: None,
+        }
+    }
+
+    fn request(user: &str, external_id: Option<&str>) -> AssumeRoleRequest {
+        AssumeRoleRequest {
+            user: user.into(),
+            container: format!("bastion-{user}"),
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+            session_name: user.into(),
+            external_id: external_id.map(str::to_owned),
+            duration: Duration::from_secs(3600),
+            tags: Vec::new(),
+        }
+    }
+
+    fn cache(sts: &Arc<ScriptedStsTestDouble>) -> Arc<CredentialCache<Arc<ScriptedStsTestDouble>>> {
+        Arc::new(CredentialCache::new(
+            sts.clone(),
+            Tuning {
+                backoff_base: Duration::from_millis(200),
+                backoff_cap: Duration::from_secs(1),
+                ..Tuning::default()
+            },
+            Arc::new(Metrics::new()),
+            Auditor::tracing_only(),
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_cold_requests_make_one_sts_call() {
+        let sts = Arc::new(ScriptedStsTestDouble::with(
+            Duration::from_millis(50),
+            vec![],
+        ));
+        let cache = cache(&sts);
+        let request = request("alice", None);
+        let tasks: Vec<_> = (0..10_000)
+            .map(|_| {
+                let cache = cache.clone();
+                let request = request.clone();
+                tokio::spawn(
+                    async move { cache.get(&request).await.unwrap().0.access_key_id.clone() },
+                )
+            })
+            .collect();
+        let mut keys = HashSet::new();
+        for task in tasks {
+            keys.insert(task.await.unwrap());
+        }
+        assert_eq!(sts.calls(), 1);
+        assert_eq!(keys.len(), 1, "everyone got the same credentials");
+        // And later requests are hits.
+        let (_, outcome) = cache.get(&request).await.unwrap();
+        assert_eq!(outcome, Outcome::Hit);
+        assert_eq!(sts.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_key_is_role_session_and_external_id() {
+        let sts = Arc::new(ScriptedStsTestDouble::default());
+        let cache = cache(&sts);
+        let a = cache.get(&request("alice", None)).await.unwrap().0;
+        let b = cache.get(&request("bob", None)).await.unwrap().0;
+        let c = cache.get(&request("alice", Some("ext-1"))).await.unwrap().0;
+        assert_eq!(sts.calls(), 3);
+        assert_ne!(a.access_key_id, b.access_key_id);
+        assert_ne!(a.access_key_id, c.access_key_id);
+        let mut other_role = request("alice", None);
+        other_role.role_arn = "arn:aws:iam::123456789012:role/admin".into();
+        let d = cache.get(&other_role).await.unwrap().0;
+        assert_ne!(a.access_key_id, d.access_key_id);
+        assert_eq!(sts.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn credentials_with_20_minutes_or_less_left_are_replaced_before_serving() {
+        // 19 minutes: valid, but not enough to serve while STS works.
+        let sts = Arc::new(ScriptedStsTestDouble::with(
+            Duration::ZERO,
+            vec![Ok(Duration::from_secs(19 * 60))],
+        ));
+        let cache = cache(&sts);
+        let req = request("alice", None);
+        // The first fetch is served (nothing better exists)...
+        let (first, _) = cache.get(&req).await.unwrap();
+        // ...and the background scan replaces it at once.
+        cache.scan(&HashSet::from([CacheKey::of(&req)]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sts.calls(), 2);
+        let (second, outcome) = cache.get(&req).await.unwrap();
+        assert_ne!(first.access_key_id, second.access_key_id);
+        assert_eq!(outcome, Outcome::Hit);
+        let left = second.expiration.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(20 * 60));
+    }
+
+    #[tokio::test]
+    async fn sts_down_serves_valid_cached_credentials_and_never_expired_ones() {
+        let sts = Arc::new(ScriptedStsTestDouble::with(
+            Duration::ZERO,
+            vec![
+                Ok(Duration::from_secs(10 * 60)),
+                Err(throttled()),
+                Ok(Duration::from_secs(30)),
+                Err(throttled()),
+            ],
+        ));
+        let cache = cache(&sts);
+        let req = request("alice", None);
+        let (warm, _) = cache.get(&req).await.unwrap();
+        // STS fails on the refresh: the 10-minute credentials are still
+        // served, as Stale.
+        cache.scan(&HashSet::from([CacheKey::of(&req)]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sts.calls(), 2);
+        let (served, outcome) = cache.get(&req).await.unwrap();
+        assert_eq!(served.access_key_id, warm.access_key_id);
+        assert_eq!(outcome, Outcome::Stale);
+        // While backing off, nothing calls STS.
+        cache.scan(&HashSet::from([CacheKey::of(&req)]));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(sts.calls(), 2);
+
+        // A new key whose only credentials have 30 s left (under the
+        // expiry margin) and STS failing: an error, never those.
+        let req = request("bob", None);
+        let (short, _) = cache.get(&req).await.unwrap();
+        assert_eq!(sts.calls(), 3);
+        let left = short.expiration.duration_since(SystemTime::now()).unwrap();
+        assert!(left <= Duration::from_secs(30));
+        let error = cache.get(&req).await.unwrap_err();
+        assert_eq!(sts.calls(), 4);
+        assert!(error.to_string().contains("Throttling"), "{error}");
+        // During back-off the same error comes without another call.
+        assert!(cache.get(&req).await.is_err());
+        assert_eq!(sts.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn backoff_grows_and_stays_under_the_cap() {
+        let sts = Arc::new(ScriptedStsTestDouble::default());
+        let cache = cache(&sts);
+        let first = cache.backoff(1);
+        assert!(
+            first >= Duration::from_millis(100) && first <= Duration::from_millis(200),
+            "{first:?}"
+        );
+        let third = cache.backoff(3);
+        assert!(
+            third >= Duration::from_millis(400) && third <= Duration::from_millis(800),
+            "{third:?}"
+        );
+        for failures in [10, 100, u32::MAX] {
+            let d = cache.backoff(failures);
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unwanted_keys_are_dropped_and_prefetch_fills_the_cache() {
+        let sts = Arc::new(ScriptedStsTestDouble::default());
+        let cache = cache(&sts);
+        let req = request("alice", None);
+        cache.prefetch(&req);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sts.calls(), 1);
+        let (_, outcome) = cache.get(&req).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Hit,
+            "the first request after a prefetch waits for nothing"
+        );
+        cache.scan(&HashSet::new());
+        assert!(cache.is_empty());
+    }
+}

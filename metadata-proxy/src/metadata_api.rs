@@ -23,7 +23,7 @@ use time::macros::format_description;
 use crate::audit_events::{Auditor, Endpoint};
 use crate::containers::{ContainerIdentity, Directory, DockerWatcher};
 use crate::credential_cache::{CacheError, CredentialCache};
-use crate::imds_token::{TokenError, TokenIssuer, parse_ttl};
+use crate::imds_token::{TokenIssuer, parse_ttl};
 use crate::metrics::Metrics;
 use crate::passthrough::Upstream;
 use crate::role::{Role, RoleNaming};
@@ -346,10 +346,11 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
         };
         match headers.get(TOKEN_HEADER) {
             Some(token) => {
-                if let Err(TokenError::Expired | TokenError::Invalid | _) =
+                if let Err(error) =
                     self.tokens
                         .verify(token.as_bytes(), &caller.id, SystemTime::now())
                 {
+                    tracing::debug!(container = %caller.name, %error, "IMDSv2 token refused");
                     return refuse("unauthorized", StatusCode::UNAUTHORIZED);
                 }
             }
@@ -598,5 +599,511 @@ fn instance_profile(role: &Role) -> ImdsInfo {
         last_updated: ec2_time(SystemTime::now()),
         instance_profile_arn: format!("{prefix}:instance-profile/{}", role.name),
         instance_profile_id: format!("AIPA{id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Routing, token and header rules. Paths that reach STS or the real
+    //! IMDS are tested against moto in tests/; here the STS client points at
+    //! a closed port and is never called.
+    use super::*;
+    use crate::containers::{LABEL_ROLE, LABEL_TOKEN_SHA256, LABEL_USER};
+    use crate::credential_cache::Tuning;
+    use crate::sts::{AwsSts, StsSettings};
+    use bollard::models::{ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings};
+    use http_body_util::BodyExt;
+    use std::collections::HashMap;
+
+    const ALICE_IP: &str = "172.30.0.2";
+    const BOB_IP: &str = "172.30.0.3";
+    const NOROLE_IP: &str = "172.30.0.4";
+
+    fn container(
+        id: &str,
+        ip: &str,
+        user: &str,
+        role: Option<&str>,
+        token: &str,
+    ) -> ContainerIdentity {
+        let mut labels = HashMap::from([
+            (LABEL_USER.to_owned(), user.to_owned()),
+            (
+                LABEL_TOKEN_SHA256.to_owned(),
+                hex::encode(Sha256::digest(token.as_bytes())),
+            ),
+        ]);
+        if let Some(role) = role {
+            labels.insert(LABEL_ROLE.to_owned(), role.to_owned());
+        }
+        let summary = ContainerSummary {
+            id: Some(id.into()),
+            names: Some(vec![format!("/bastion-{user}")]),
+            labels: Some(labels),
+            network_settings: Some(ContainerSummaryNetworkSettings {
+                networks: Some(HashMap::from([(
+                    "bastion0".to_owned(),
+                    EndpointSettings {
+                        ip_address: Some(ip.into()),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        ContainerIdentity::from_summary(&summary, "bastion0").unwrap()
+    }
+
+    async fn api(require_imdsv2: bool) -> MetadataApi<Directory, AwsSts> {
+        let metrics = Arc::new(Metrics::new());
+        let directory = Arc::new(Directory::new(metrics.clone()));
+        directory.upsert(container(
+            "a1",
+            ALICE_IP,
+            "alice",
+            Some("dev"),
+            "alice-token",
+        ));
+        directory.upsert(container("b1", BOB_IP, "bob", Some("ops"), "bob-token"));
+        directory.upsert(container("n1", NOROLE_IP, "nora", None, "nora-token"));
+        let sts = AwsSts::new(&StsSettings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            static_credentials: Some(("unused".into(), crate::secret::Secret::new("unused"))),
+            operation_timeout: Duration::from_secs(1),
+        })
+        .await;
+        let cache = Arc::new(CredentialCache::new(
+            sts,
+            Tuning::default(),
+            metrics.clone(),
+            Auditor::tracing_only(),
+        ));
+        MetadataApi::new(
+            directory,
+            cache,
+            Upstream::new(
+                "http://127.0.0.1:9",
+                vec!["meta-data/placement/region".into()],
+            ),
+            ApiSettings {
+                session: SessionSettings {
+                    naming: RoleNaming {
+                        partition: "aws".into(),
+                        account_id: "123456789012".into(),
+                        prefix: "bastion-".into(),
+                    },
+                    external_id: None,
+                    duration: Duration::from_secs(3600),
+                    tags: false,
+                },
+                require_imdsv2,
+                own_hosts: vec!["172.30.0.1".into(), "172.30.0.1:8775".into()],
+            },
+            metrics,
+            Auditor::tracing_only(),
+        )
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: String,
+    }
+
+    async fn call(
+        api: &MetadataApi<Directory, AwsSts>,
+        from: &str,
+        method: Method,
+        host: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(host) = host {
+            builder = builder.header(HOST, host);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let peer = SocketAddr::new(from.parse().unwrap(), 40000);
+        let response = api.handle(builder.body(()).unwrap(), peer).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    async fn get(api: &MetadataApi<Directory, AwsSts>, from: &str, path: &str) -> Answer {
+        call(api, from, Method::GET, Some(IMDS_HOST), path, &[]).await
+    }
+
+    async fn token(api: &MetadataApi<Directory, AwsSts>, from: &str) -> String {
+        let answer = call(
+            api,
+            from,
+            Method::PUT,
+            Some(IMDS_HOST),
+            "/latest/api/token",
+            &[(TTL_HEADER, "21600")],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        answer.body
+    }
+
+    #[tokio::test]
+    async fn token_put_echoes_the_ttl_and_checks_it() {
+        let api = api(false).await;
+        let ok = call(
+            &api,
+            ALICE_IP,
+            Method::PUT,
+            Some(IMDS_HOST),
+            "/latest/api/token",
+            &[(TTL_HEADER, "300")],
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(
+            ok.headers[TTL_HEADER], "300",
+            "aws-sdk-rust fails with NoTtl without it"
+        );
+        assert_eq!(ok.headers[CONTENT_TYPE], "text/plain");
+        assert!(!ok.body.is_empty());
+        for bad in ["0", "21601", "abc", ""] {
+            let answer = call(
+                &api,
+                ALICE_IP,
+                Method::PUT,
+                Some(IMDS_HOST),
+                "/latest/api/token",
+                &[(TTL_HEADER, bad)],
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "ttl {bad:?}");
+        }
+        let missing = call(
+            &api,
+            ALICE_IP,
+            Method::PUT,
+            Some(IMDS_HOST),
+            "/latest/api/token",
+            &[],
+        )
+        .await;
+        assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+        let forwarded = call(
+            &api,
+            ALICE_IP,
+            Method::PUT,
+            Some(IMDS_HOST),
+            "/latest/api/token",
+            &[(TTL_HEADER, "60"), ("X-Forwarded-For", "10.0.0.1")],
+        )
+        .await;
+        assert_eq!(forwarded.status, StatusCode::FORBIDDEN);
+        let get_token = get(&api, ALICE_IP, "/latest/api/token").await;
+        assert_eq!(get_token.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_bound_to_the_container_that_asked() {
+        let api = api(false).await;
+        let alice = token(&api, ALICE_IP).await;
+        let path = "/latest/meta-data/iam/security-credentials/";
+        let own = call(
+            &api,
+            ALICE_IP,
+            Method::GET,
+            Some(IMDS_HOST),
+            path,
+            &[(TOKEN_HEADER, &alice)],
+        )
+        .await;
+        assert_eq!(
+            (own.status, own.body.as_str()),
+            (StatusCode::OK, "bastion-dev")
+        );
+        // Alice's token from Bob's container: 401.
+        let stolen = call(
+            &api,
+            BOB_IP,
+            Method::GET,
+            Some(IMDS_HOST),
+            path,
+            &[(TOKEN_HEADER, &alice)],
+        )
+        .await;
+        assert_eq!(stolen.status, StatusCode::UNAUTHORIZED);
+        // An invalid token is 401 even though IMDSv1 is allowed.
+        let junk = call(
+            &api,
+            ALICE_IP,
+            Method::GET,
+            Some(IMDS_HOST),
+            path,
+            &[(TOKEN_HEADER, "junk")],
+        )
+        .await;
+        assert_eq!(junk.status, StatusCode::UNAUTHORIZED);
+        // IMDSv1 is served when allowed...
+        assert_eq!(get(&api, ALICE_IP, path).await.status, StatusCode::OK);
+        // ...and refused when tokens are required.
+        let strict = super::tests::api(true).await;
+        assert_eq!(
+            get(&strict, ALICE_IP, path).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let t = token(&strict, ALICE_IP).await;
+        let ok = call(
+            &strict,
+            ALICE_IP,
+            Method::GET,
+            Some(IMDS_HOST),
+            path,
+            &[(TOKEN_HEADER, &t)],
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn unknown_sources_get_404_and_nothing_else() {
+        let api = api(false).await;
+        for from in ["172.30.0.99", "127.0.0.1", "10.1.2.3", "::1"] {
+            let put = call(
+                &api,
+                from,
+                Method::PUT,
+                Some(IMDS_HOST),
+                "/latest/api/token",
+                &[(TTL_HEADER, "60")],
+            )
+            .await;
+            assert_eq!(put.status, StatusCode::NOT_FOUND, "{from}");
+            for path in [
+                "/latest/meta-data/iam/security-credentials/",
+                "/latest/meta-data/iam/security-credentials/bastion-dev",
+                "/latest/meta-data/placement/region",
+            ] {
+                assert_eq!(
+                    get(&api, from, path).await.status,
+                    StatusCode::NOT_FOUND,
+                    "{from} {path}"
+                );
+            }
+            let creds = call(
+                &api,
+                from,
+                Method::GET,
+                Some(CONTAINER_CREDENTIALS_HOST),
+                CONTAINER_CREDENTIALS_PATH,
+                &[("Authorization", "alice-token")],
+            )
+            .await;
+            assert_eq!(creds.status, StatusCode::NOT_FOUND, "{from}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_role_listing_shows_only_the_callers_role() {
+        let api = api(false).await;
+        let alice = get(
+            &api,
+            ALICE_IP,
+            "/latest/meta-data/iam/security-credentials/",
+        )
+        .await;
+        assert_eq!(
+            (alice.status, alice.body.as_str()),
+            (StatusCode::OK, "bastion-dev")
+        );
+        assert_eq!(alice.headers[CONTENT_TYPE], "text/plain");
+        let no_slash = get(&api, BOB_IP, "/latest/meta-data/iam/security-credentials").await;
+        assert_eq!(no_slash.body, "bastion-ops");
+        // No role label: 404, which SDKs read as "no role".
+        let nora = get(
+            &api,
+            NOROLE_IP,
+            "/latest/meta-data/iam/security-credentials/",
+        )
+        .await;
+        assert_eq!(nora.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&api, NOROLE_IP, "/latest/meta-data/iam/info")
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn other_roles_and_trailing_garbage_are_404_never_passthrough() {
+        // lyft/metadataproxy #7: a path with trailing garbage fell through
+        // to the real IMDS and leaked the host's role.
+        let api = api(false).await;
+        for path in [
+            "/latest/meta-data/iam/security-credentials/bastion-ops",
+            "/latest/meta-data/iam/security-credentials/host-role",
+            "/latest/meta-data/iam/security-credentials/bastion-dev/",
+            "/latest/meta-data/iam/security-credentials/bastion-dev/x",
+            "/latest/meta-data/iam/security-credentials/bastion-devx",
+            "/latest/meta-data/iam/security-credentials//bastion-dev",
+            "/latest/meta-data/iam/security-credentials/../security-credentials/bastion-dev",
+            "/latest/meta-data/iam/security-credentials/%62astion-dev",
+            "/latest/meta-data/iam/security-credentials-extended/",
+            "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+            "/latest/user-data",
+            "/latest/meta-data/placement/region/extra",
+            "/latest/meta-data/placement",
+            "/latest/dynamic/instance-identity/document",
+            "/latest/meta-data/iam/security-credentials/bastion-dev?x=1",
+            "//latest/meta-data/iam/security-credentials/bastion-dev",
+            "/2021-07-15/meta-data/iam/security-credentials/",
+        ] {
+            let answer = get(&api, ALICE_IP, path).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn iam_info_is_synthesized_for_the_callers_role() {
+        let api = api(false).await;
+        let info = get(&api, ALICE_IP, "/latest/meta-data/iam/info").await;
+        assert_eq!(info.status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&info.body).unwrap();
+        assert_eq!(v["Code"], "Success");
+        assert_eq!(
+            v["InstanceProfileArn"],
+            "arn:aws:iam::123456789012:instance-profile/bastion-dev"
+        );
+        assert!(v["InstanceProfileId"].as_str().unwrap().starts_with("AIPA"));
+        let updated = v["LastUpdated"].as_str().unwrap();
+        assert_eq!(updated.len(), 20, "YYYY-MM-DDTHH:MM:SSZ: {updated}");
+        let listing = get(&api, ALICE_IP, "/latest/meta-data/").await;
+        assert_eq!(listing.body, "iam/\nplacement/");
+        assert_eq!(
+            get(&api, ALICE_IP, "/latest/meta-data/iam/").await.body,
+            "info\nsecurity-credentials/"
+        );
+    }
+
+    #[tokio::test]
+    async fn foreign_host_headers_are_refused() {
+        // aws-vault #578: DNS rebinding.
+        let api = api(false).await;
+        let path = "/latest/meta-data/iam/security-credentials/";
+        for host in [
+            Some("evil.example"),
+            Some("169.254.169.254.nip.io"),
+            Some("localhost"),
+            None,
+        ] {
+            let answer = call(&api, ALICE_IP, Method::GET, host, path, &[]).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{host:?}");
+        }
+        for host in ["169.254.169.254", "169.254.169.254:80", "172.30.0.1:8775"] {
+            let answer = call(&api, ALICE_IP, Method::GET, Some(host), path, &[]).await;
+            assert_eq!(answer.status, StatusCode::OK, "{host}");
+        }
+        let put = call(
+            &api,
+            ALICE_IP,
+            Method::PUT,
+            Some("evil.example"),
+            "/latest/api/token",
+            &[(TTL_HEADER, "60")],
+        )
+        .await;
+        assert_eq!(put.status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn container_credentials_need_the_callers_own_token() {
+        let api = api(false).await;
+        let from = |ip, auth: Option<&'static str>| {
+            let api = &api;
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    auth.map(|a| ("Authorization", a)).into_iter().collect();
+                call(
+                    api,
+                    ip,
+                    Method::GET,
+                    Some(CONTAINER_CREDENTIALS_HOST),
+                    CONTAINER_CREDENTIALS_PATH,
+                    &headers,
+                )
+                .await
+            }
+        };
+        assert_eq!(from(ALICE_IP, None).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            from(ALICE_IP, Some("bob-token")).await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            from(ALICE_IP, Some("alice-token ")).await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            from(BOB_IP, Some("alice-token")).await.status,
+            StatusCode::FORBIDDEN
+        );
+        // Right token, no role: 404.
+        assert_eq!(
+            from(NOROLE_IP, Some("nora-token")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        // The IMDS host does not serve the container endpoint, nor the
+        // container host IMDS paths.
+        let wrong_host = call(
+            &api,
+            ALICE_IP,
+            Method::GET,
+            Some(IMDS_HOST),
+            CONTAINER_CREDENTIALS_PATH,
+            &[("Authorization", "alice-token")],
+        )
+        .await;
+        assert_eq!(wrong_host.status, StatusCode::NOT_FOUND);
+        let imds_on_ecs_host = call(
+            &api,
+            ALICE_IP,
+            Method::GET,
+            Some(CONTAINER_CREDENTIALS_HOST),
+            "/latest/meta-data/iam/security-credentials/",
+            &[],
+        )
+        .await;
+        assert_eq!(imds_on_ecs_host.status, StatusCode::NOT_FOUND);
+        let post = call(
+            &api,
+            ALICE_IP,
+            Method::POST,
+            Some(CONTAINER_CREDENTIALS_HOST),
+            CONTAINER_CREDENTIALS_PATH,
+            &[("Authorization", "alice-token")],
+        )
+        .await;
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn ec2_times_have_no_fraction_and_a_z() {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(ec2_time(t), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn tag_values_keep_only_allowed_characters() {
+        assert_eq!(tag_value("alice"), "alice");
+        assert_eq!(tag_value("a$b\"c"), "a_b_c");
+        assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
     }
 }

@@ -125,15 +125,30 @@ impl AuditLog {
                     source,
                 })?;
         }
-        let log = Self {
+        let log = Self::new(path);
+        log.open_head()?;
+        log.open_log()?;
+        Ok(log)
+    }
+
+    /// A log at `path` without touching the disk: every append creates
+    /// what is missing and reports its own errors. For a daemon that must
+    /// start even when the log directory is broken (and then refuse logins).
+    pub fn new(path: &Path) -> Self {
+        Self {
             path: path.to_owned(),
             head_path: head_path(path),
             host: hostname(),
             syslog: None,
-        };
-        log.open_head()?;
-        log.open_log()?;
-        Ok(log)
+        }
+    }
+
+    /// Checks that the log can be written now (creating the file if
+    /// missing), without appending.
+    pub fn check_writable(&self) -> Result<(), AuditError> {
+        self.open_head()?;
+        self.open_log()?;
+        Ok(())
     }
 
     /// Also sends every event to syslog (facility authpriv) through
@@ -573,6 +588,7 @@ pub(crate) mod tests {
                 "--nocapture",
             ])
             .env("BASTION_AUDIT_CHILD_LOG", &path)
+            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let log = AuditLog::open(&path).unwrap();

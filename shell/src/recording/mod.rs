@@ -109,6 +109,8 @@ pub struct CastHeader {
     pub command: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idle_time_limit: Option<f64>,
     #[serde(default)]
     pub env: CastEnv,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -567,30 +569,54 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-/// Appends valid UTF-8 `s` to `buf` as the inside of a JSON string, copying
-/// runs that need no escape in one go.
-fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
+/// `\u00XX` for each control byte.
+static CONTROL_ESCAPES: [[u8; 6]; 32] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 6]; 32];
+    let mut i = 0;
+    while i < 32 {
+        t[i] = [b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// Whether any of the 8 bytes in `w` needs escaping (< 0x20, `"` or `\`).
+/// Exact for "none" (the fast path); a false "some" only costs a slow step.
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space || has_zero(w ^ (ONES * b'"' as u64)) || has_zero(w ^ (ONES * b'\\' as u64))
+}
+
+/// Appends valid UTF-8 `s` to `buf` as the inside of a JSON string, copying
+/// runs that need no escape in one go (checked 8 bytes at a time).
+fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
     let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
+    let mut i = 0;
+    while i < s.len() {
+        if let Some(word) = s.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if !word_needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = s[i];
         let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
+        if esc != 0 {
+            buf.extend_from_slice(&s[start..i]);
+            if esc == b'u' {
+                buf.extend_from_slice(&CONTROL_ESCAPES[b as usize]);
+            } else {
+                buf.extend_from_slice(&[b'\\', esc]);
+            }
+            start = i + 1;
         }
-        buf.extend_from_slice(&s[start..i]);
-        if esc == b'u' {
-            buf.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ]);
-        } else {
-            buf.extend_from_slice(&[b'\\', esc]);
-        }
-        start = i + 1;
+        i += 1;
     }
     buf.extend_from_slice(&s[start..]);
 }
@@ -609,6 +635,7 @@ mod tests {
             timestamp: 1_795_000_000,
             command: Some("bash -l".into()),
             title: Some("alice@bastion-alice".into()),
+            idle_time_limit: None,
             env: CastEnv {
                 term: Some("xterm-256color".into()),
                 shell: Some("/bin/bash".into()),
@@ -718,7 +745,7 @@ mod tests {
         let out = rec.finish();
         assert!(!out.truncated);
         assert_eq!(out.bytes_in, 7);
-        assert_eq!(out.bytes_out, 29);
+        assert_eq!(out.bytes_out, 32);
         let (header, events) = read_cast(&out.path).unwrap();
         assert_eq!(header.version, 2);
         assert_eq!(header.width, 80);

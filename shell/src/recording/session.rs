@@ -156,6 +156,42 @@ impl SessionRecording {
         })
     }
 
+    /// [`SessionRecording::begin`] with `[recording] on_log_failure`
+    /// applied. `refuse` (the default): any failure is returned, and the
+    /// login must be refused with its message. `allow`: failures are
+    /// logged loudly. If the audit log still works, the session goes on with
+    /// a `session.start` but unrecorded; if not, it goes on with no records
+    /// at all (`Ok(None)`).
+    pub fn begin_with_policy(
+        config: &RecordingConfig,
+        audit: &AuditLog,
+        start: SessionStart,
+        record: bool,
+    ) -> Result<Option<Self>, SessionLogError> {
+        let err = match Self::begin(config, audit, start.clone(), record) {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => e,
+        };
+        if config.on_log_failure == super::OnLogFailure::Refuse {
+            return Err(err);
+        }
+        tracing::error!(
+            session = %start.session_id,
+            user = %start.user,
+            error = %err,
+            "SESSION LOGS CANNOT BE WRITTEN; letting the user in anyway because on_log_failure = \"allow\""
+        );
+        if record && let Ok(s) = Self::begin(config, audit, start.clone(), false) {
+            return Ok(Some(s));
+        }
+        tracing::error!(
+            session = %start.session_id,
+            user = %start.user,
+            "SESSION IS NEITHER RECORDED NOR AUDITED (on_log_failure = \"allow\")"
+        );
+        Ok(None)
+    }
+
     /// The start event as written.
     pub fn start(&self) -> &SessionStart {
         &self.start
@@ -272,6 +308,7 @@ pub fn cast_header(start: &SessionStart, started: OffsetDateTime) -> CastHeader 
                 .unwrap_or_else(|| "login shell".to_owned()),
         ),
         title: Some(format!("{} in {}", start.user, start.container)),
+        idle_time_limit: None,
         env: CastEnv {
             term: start.term.clone(),
             shell: start.shell.clone(),
@@ -347,7 +384,7 @@ pub fn recover_interrupted(
                 continue;
             }
         };
-        if ended.iter().any(|id| *id == marker.start.session_id) {
+        if ended.contains(&marker.start.session_id) {
             let _ = fs::remove_file(&path);
             continue;
         }
@@ -589,6 +626,31 @@ mod tests {
         assert!(err.to_string().contains("sessions/alice"), "{err}");
         assert!(fs::read_to_string(&cfg.audit_log).unwrap().is_empty());
         assert!(!open_markers_dir(&cfg.log_dir).join("s1.json").exists());
+    }
+
+    #[test]
+    fn on_log_failure_allow_goes_on_unrecorded_refuse_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        fs::create_dir_all(sessions_dir(&cfg.log_dir)).unwrap();
+        fs::write(sessions_dir(&cfg.log_dir).join("alice"), "").unwrap();
+        assert!(
+            SessionRecording::begin_with_policy(&cfg, &audit, start("s1", "alice"), true).is_err()
+        );
+        cfg.on_log_failure = crate::recording::OnLogFailure::Allow;
+        let s = SessionRecording::begin_with_policy(&cfg, &audit, start("s2", "alice"), true)
+            .unwrap()
+            .expect("audited, unrecorded");
+        assert!(s.start().recording.is_none());
+        s.end(&audit, exit(0)).unwrap();
+        // Neither the recordings nor the audit log can be written.
+        let broken = AuditLog::new(&dir.path().join("missing/dir/audit.jsonl"));
+        assert!(
+            SessionRecording::begin_with_policy(&cfg, &broken, start("s3", "alice"), true)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

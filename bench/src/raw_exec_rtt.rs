@@ -1,0 +1,54 @@
+//! The floor of a login: one raw Engine API exec round trip (create, start
+//! attached, read to the end, inspect the exit code) of `true` in a running
+//! container, measured in-process with no CLI start-up. Prints one line per
+//! run in milliseconds, for bench/run.sh to summarise.
+
+use std::time::Instant;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use clap::Parser;
+use futures_util::StreamExt;
+
+#[derive(Parser)]
+struct Args {
+    /// Container to exec in (must be running).
+    container: String,
+    /// Round trips to measure (after 5 warm-up runs).
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let docker = Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    for i in 0..args.runs + 5 {
+        let start = Instant::now();
+        let exec = docker
+            .create_exec(
+                &args.container,
+                CreateExecOptions {
+                    cmd: Some(vec!["true"]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if let StartExecResults::Attached { mut output, .. } = docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await?
+        {
+            while output.next().await.is_some() {}
+        }
+        let code = docker.inspect_exec(&exec.id).await?.exit_code;
+        anyhow::ensure!(code == Some(0), "exec exited with {code:?}");
+        if i >= 5 {
+            println!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(())
+}

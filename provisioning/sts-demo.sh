@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The demo's STS-compatible server (moto from PyPI, in a venv), so a
+# newcomer's bastion hands out real assumed-role credentials without AWS.
+#
+#   provisioning/sts-demo.sh install   venv /opt/bastion/moto with moto[server] (idempotent)
+#   provisioning/sts-demo.sh start     run it in the background (pidfile, log); waits until ready
+#   provisioning/sts-demo.sh stop      stop what `start` started
+#   provisioning/sts-demo.sh status    exit 0 when it answers
+#   provisioning/sts-demo.sh run       run it in the foreground (systemd unit)
+#
+# It listens on 127.0.0.1:PORT (the metadata proxy's sts_endpoint) and on
+# GATEWAY:PORT (the users' containers: bastiond sets AWS_ENDPOINT_URL_STS to
+# http://GATEWAY:PORT; the iptables script must then be applied with
+# --allow-tcp PORT). Never on any other address.
+#
+# Environment: STS_DEMO_PORT (5000), BASTION_GATEWAY (172.30.0.1),
+# STS_DEMO_VENV (/opt/bastion/moto).
+set -euo pipefail
+
+port="${STS_DEMO_PORT:-5000}"
+gateway="${BASTION_GATEWAY:-172.30.0.1}"
+venv="${STS_DEMO_VENV:-/opt/bastion/moto}"
+here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+server_py="$here/sts-demo-server.py"
+pidfile=/run/bastion/sts-demo.pid
+log=/var/log/bastion/sts-demo.log
+
+die() {
+    echo "sts-demo: $*" >&2
+    exit 1
+}
+
+answers() {
+    # Any HTTP answer from moto on loopback means it is up.
+    (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /moto-api/ HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q HTTP) 2>/dev/null
+}
+
+install() {
+    if [[ -x "$venv/bin/moto_server" ]]; then
+        return 0
+    fi
+    command -v python3 >/dev/null || die "python3 not found: apt-get install python3 python3-venv"
+    python3 -m venv "$venv" || die "cannot create the venv $venv: apt-get install python3-venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' ||
+        die "pip could not install moto[server] into $venv (is PyPI reachable?)"
+    echo "sts-demo: installed moto in $venv"
+}
+
+run() {
+    [[ -x "$venv/bin/python" ]] || die "no venv at $venv: run '$0 install' first"
+    exec "$venv/bin/python" "$server_py" "$port" 127.0.0.1 "$gateway"
+}
+
+start() {
+    [[ $EUID -eq 0 ]] || die "must run as root"
+    install
+    if answers; then
+        echo "sts-demo: already answering on 127.0.0.1:$port"
+        return 0
+    fi
+    mkdir -p /run/bastion /var/log/bastion
+    chmod 0700 /var/log/bastion
+    setsid "$0" run </dev/null >>"$log" 2>&1 &
+    echo $! >"$pidfile"
+    local i
+    for ((i = 0; i < 60; i++)); do
+        answers && {
+            echo "sts-demo: STS on 127.0.0.1:$port and $gateway:$port (log $log)"
+            return 0
+        }
+        kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+        sleep 0.5
+    done
+    tail -n 20 "$log" >&2
+    die "moto did not answer on 127.0.0.1:$port within 30 s (log above)"
+}
+
+stop() {
+    [[ -f "$pidfile" ]] || return 0
+    local pid
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid"
+        local i
+        for ((i = 0; i < 20; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+    fi
+    rm -f "$pidfile"
+    echo "sts-demo: stopped"
+}
+
+case "${1:-}" in
+install) install ;;
+start) start ;;
+stop) stop ;;
+status)
+    if answers; then echo "sts-demo: answering on 127.0.0.1:$port"; else die "not answering on 127.0.0.1:$port"; fi
+    ;;
+run) run ;;
+*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,232 @@
+//! `sessions export ID --html FILE`: one self-contained page (works offline)
+//! with the recording in asciinema-player, vendored from npm under
+//! `shell/assets/asciinema-player/`, and the session's metadata beside it.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::index::{SessionIndex, SessionInfo};
+use super::list::details;
+use super::{ReviewContext, ReviewError, format_ts};
+use crate::audit::AuditEvent;
+use crate::recording::cast::CastReader;
+
+/// The vendored asciinema-player's version.
+pub const PLAYER_VERSION: &str = "3.18.0";
+const PLAYER_JS: &str = include_str!("../../assets/asciinema-player/asciinema-player.min.js");
+const PLAYER_CSS: &str = include_str!("../../assets/asciinema-player/asciinema-player.css");
+
+/// `bastionctl sessions export ID --html FILE`: writes the page to `html`
+/// (mode 0600: it shows what the session showed) and says so on `out`.
+pub fn export_html(
+    ctx: &ReviewContext,
+    id: &str,
+    html: &Path,
+    out: &mut dyn Write,
+) -> Result<(), ReviewError> {
+    let index = SessionIndex::load(&ctx.audit_log)?;
+    let session = index.find(id)?;
+    let cast = session
+        .recording()
+        .ok_or_else(|| ReviewError::NotRecorded(session.session_id.clone()))?;
+    let cast_text = fs::read_to_string(cast).map_err(|source| ReviewError::Read {
+        path: cast.to_owned(),
+        source,
+    })?;
+    let duration = CastReader::open(cast)?
+        .filter_map(Result::ok)
+        .map(|e| e.time)
+        .fold(0.0f64, f64::max);
+    let page = render_html(session, &cast_text, duration);
+    let write_err = |source| ReviewError::WriteFile {
+        path: html.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(html)
+        .map_err(write_err)?;
+    file.write_all(page.as_bytes()).map_err(write_err)?;
+    writeln!(
+        out,
+        "Wrote {} (session {}, {} bytes).",
+        html.display(),
+        session.session_id,
+        page.len()
+    )?;
+    Ok(())
+}
+
+/// The page for `session` whose recording is `cast_text`, `duration`
+/// seconds long (the player first shows its last frame).
+pub fn render_html(session: &SessionInfo, cast_text: &str, duration: f64) -> String {
+    let mut meta = String::new();
+    for (key, value) in details(session) {
+        meta.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            html_escape(key),
+            html_escape(&value)
+        ));
+    }
+    let mut creds = String::new();
+    for rec in &session.credentials {
+        let what = match &rec.event {
+            AuditEvent::CredentialsIssued(c) => format!(
+                "issued {} as {} (key {}, expires {})",
+                c.role_arn,
+                c.session_name,
+                c.access_key_id.as_deref().unwrap_or("-"),
+                format_ts(c.expiration)
+            ),
+            AuditEvent::StsAssumeRole(c) => format!(
+                "sts:AssumeRole {} as {} (request {}){}",
+                c.role_arn,
+                c.session_name,
+                c.request_id.as_deref().unwrap_or("-"),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" failed: {e}"))
+                    .unwrap_or_default()
+            ),
+            _ => continue,
+        };
+        creds.push_str(&format!(
+            "<li><time>{}</time> {}</li>\n",
+            html_escape(&format_ts(rec.ts)),
+            html_escape(&what)
+        ));
+    }
+    if creds.is_empty() {
+        creds.push_str("<li>none during the session</li>\n");
+    }
+    let title = format!(
+        "bastion session {} — {} in {}",
+        session.session_id,
+        session.user(),
+        session.container()
+    );
+    let options = serde_json::json!({
+        "poster": format!("npt:{duration:.3}"),
+        "idleTimeLimit": 2,
+        "fit": "width",
+        "preload": true,
+    });
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="bastionctl sessions export">
+<title>{title}</title>
+<style>
+{css}
+</style>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #f6f6f6; color: #222; }}
+main {{ display: flex; gap: 1.5em; align-items: flex-start; flex-wrap: wrap; }}
+#player {{ flex: 3 1 640px; min-width: 480px; }}
+aside {{ flex: 1 1 320px; background: #fff; padding: 1em; border: 1px solid #ddd; }}
+aside th {{ text-align: left; padding-right: 1em; vertical-align: top; white-space: nowrap; }}
+aside td {{ word-break: break-all; }}
+footer {{ margin-top: 2em; font-size: small; color: #666; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<main>
+<div id="player"></div>
+<aside>
+<h2>Session</h2>
+<table>
+{meta}</table>
+<h2>Credentials</h2>
+<ul>
+{creds}</ul>
+</aside>
+</main>
+<footer>Exported by bastionctl. Player: asciinema-player {PLAYER_VERSION} (Apache-2.0), embedded so this page works offline.</footer>
+<script>
+{js}
+</script>
+<script>
+var castData = {cast};
+AsciinemaPlayer.create({{ data: castData }}, document.getElementById("player"), {options});
+</script>
+</body>
+</html>
+"#,
+        title = html_escape(&title),
+        css = PLAYER_CSS,
+        js = PLAYER_JS,
+        cast = script_string(cast_text),
+        options = options,
+    )
+}
+
+/// `text` as a JavaScript string literal safe inside a `<script>` element.
+fn script_string(text: &str) -> String {
+    serde_json::to_string(text)
+        .expect("a string serializes")
+        .replace("</", "<\\/")
+        .replace("<!--", "<\\!--")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{fixture, text};
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_page_embeds_player_recording_and_metadata() {
+        let f = fixture();
+        let html = f.dir.path().join("alice.html");
+        let mut out = Vec::new();
+        export_html(&f.ctx, "20261123-alice-1", &html, &mut out).unwrap();
+        assert!(text(out).contains("Wrote"));
+        let page = fs::read_to_string(&html).unwrap();
+        assert!(page.contains("AsciinemaPlayer.create({ data: castData }"));
+        assert!(page.contains(PLAYER_JS), "the player is inline, not linked");
+        assert!(!page.contains("src=\"http"), "nothing is fetched");
+        assert!(page.contains("hello from alice"));
+        assert!(page.contains("192.0.2.7 port 50122"));
+        assert!(page.contains("sts:AssumeRole arn:aws:iam::123456789012:role/ops"));
+        assert_eq!(
+            fs::metadata(&html).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn recorded_text_cannot_break_out_of_the_script() {
+        let s = script_string("</script><script>alert(1)</script><!-- \u{2028}");
+        assert!(!s.contains("</"), "{s}");
+        assert!(!s.contains("<!--"), "{s}");
+        assert_eq!(
+            html_escape("<b>\"x\"&'"),
+            "&lt;b&gt;&quot;x&quot;&amp;&#39;"
+        );
+    }
+}

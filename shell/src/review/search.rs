@@ -1,0 +1,294 @@
+//! `sessions search`: a regex over what sessions showed, ANSI escapes
+//! stripped. Lines are rebuilt as a terminal would show them: a VT parser
+//! (`vte`) drops escape sequences, `\r` returns to the line's start and
+//! overwrites, backspace and erase-to-end-of-line are honoured, so shell
+//! line editing and progress bars read as they looked.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Serialize;
+
+use super::{ReviewContext, ReviewError, format_offset};
+use crate::recording::cast::CastReader;
+use crate::recording::sessions_dir;
+
+/// `PATTERN` and `--user`.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    pub pattern: String,
+    pub user: Option<String>,
+    /// One JSON object a line instead of text.
+    pub json: bool,
+}
+
+/// One matching line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchMatch {
+    pub session_id: String,
+    pub user: String,
+    /// Seconds from the session's start to when the line began.
+    pub offset_secs: f64,
+    pub line: String,
+}
+
+/// `bastionctl sessions search PATTERN [--user U]`: prints `session id,
+/// user, time offset, line` for each line any recording showed that matches.
+/// Returns the number of matches (bastionctl exits 1 on none, like grep).
+pub fn search(
+    ctx: &ReviewContext,
+    opts: &SearchOptions,
+    out: &mut dyn Write,
+) -> Result<usize, ReviewError> {
+    let regex = Regex::new(&opts.pattern).map_err(|source| ReviewError::BadPattern {
+        pattern: opts.pattern.clone(),
+        source,
+    })?;
+    let mut count = 0;
+    for (user, path) in recordings(&sessions_dir(&ctx.log_dir), opts.user.as_deref())? {
+        let session_id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut emit = |offset_secs: f64, line: &str| -> std::io::Result<()> {
+            if !regex.is_match(line) {
+                return Ok(());
+            }
+            count += 1;
+            if opts.json {
+                let m = SearchMatch {
+                    session_id: session_id.clone(),
+                    user: user.clone(),
+                    offset_secs,
+                    line: line.to_owned(),
+                };
+                serde_json::to_writer(&mut *out, &m)?;
+                writeln!(out)
+            } else {
+                writeln!(
+                    out,
+                    "{session_id}  {user}  +{}  {line}",
+                    format_offset(offset_secs)
+                )
+            }
+        };
+        let reader = match CastReader::open(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping unreadable recording");
+                continue;
+            }
+        };
+        let mut screen = LineScreen::default();
+        let mut parser = vte::Parser::new();
+        for event in reader {
+            let Ok(event) = event else { break };
+            if event.code != "o" {
+                continue;
+            }
+            screen.now = event.time;
+            parser.advance(&mut screen, event.data.as_bytes());
+            for (t, line) in screen.done.drain(..) {
+                emit(t, &line)?;
+            }
+        }
+        if let Some((t, line)) = screen.take_line() {
+            emit(t, &line)?;
+        }
+    }
+    Ok(count)
+}
+
+/// `(user, path)` of every recording, by user then file name.
+fn recordings(dir: &Path, only_user: Option<&str>) -> Result<Vec<(String, PathBuf)>, ReviewError> {
+    let read = |path: &Path| {
+        fs::read_dir(path).map_err(|source| ReviewError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut out = Vec::new();
+    let users = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        _ => read(dir)?,
+    };
+    for user_dir in users.flatten() {
+        let user = user_dir.file_name().to_string_lossy().into_owned();
+        if user.starts_with('.') || only_user.is_some_and(|u| u != user) {
+            continue;
+        }
+        if !user_dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for cast in read(&user_dir.path())?.flatten() {
+            let path = cast.path();
+            if path.extension().is_some_and(|x| x == "cast") {
+                out.push((user.clone(), path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The line being drawn, as a terminal shows it.
+#[derive(Default)]
+struct LineScreen {
+    line: Vec<char>,
+    col: usize,
+    started: f64,
+    now: f64,
+    done: Vec<(f64, String)>,
+}
+
+const MAX_LINE: usize = 4096;
+
+impl LineScreen {
+    fn take_line(&mut self) -> Option<(f64, String)> {
+        let text: String = self.line.drain(..).collect();
+        self.col = 0;
+        let text = text.trim_end().to_owned();
+        (!text.is_empty()).then_some((self.started, text))
+    }
+
+    fn end_line(&mut self) {
+        if let Some(done) = self.take_line() {
+            self.done.push(done);
+        }
+    }
+}
+
+impl vte::Perform for LineScreen {
+    fn print(&mut self, c: char) {
+        if self.line.is_empty() {
+            self.started = self.now;
+        }
+        if self.col < self.line.len() {
+            self.line[self.col] = c;
+        } else {
+            self.line.push(c);
+        }
+        self.col += 1;
+        if self.line.len() >= MAX_LINE {
+            self.end_line();
+        }
+    }
+
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\n' | 0x0b | 0x0c => self.end_line(),
+            b'\r' => self.col = 0,
+            0x08 => self.col = self.col.saturating_sub(1),
+            b'\t' => {
+                let next = (self.col / 8 + 1) * 8;
+                while self.col < next {
+                    self.print(' ');
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn csi_dispatch(&mut self, params: &vte::Params, _: &[u8], _: bool, action: char) {
+        let first = params
+            .iter()
+            .next()
+            .and_then(|p| p.first().copied())
+            .unwrap_or(0);
+        match action {
+            // Erase in line: to the end (0) or all (2).
+            'K' if first == 0 => self.line.truncate(self.col),
+            'K' if first == 2 => self.line.iter_mut().for_each(|c| *c = ' '),
+            // Cursor back / forward.
+            'D' => self.col = self.col.saturating_sub(first.max(1) as usize),
+            'C' => self.col = (self.col + first.max(1) as usize).min(self.line.len()),
+            // Cursor to column.
+            'G' => self.col = (first.max(1) as usize - 1).min(self.line.len()),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{fixture, text};
+    use super::*;
+
+    fn lines_of(data: &[&str]) -> Vec<String> {
+        let mut screen = LineScreen::default();
+        let mut parser = vte::Parser::new();
+        for d in data {
+            parser.advance(&mut screen, d.as_bytes());
+        }
+        let mut out: Vec<String> = screen.done.drain(..).map(|(_, l)| l).collect();
+        out.extend(screen.take_line().map(|(_, l)| l));
+        out
+    }
+
+    #[test]
+    fn escapes_are_stripped_even_when_split_across_events() {
+        assert_eq!(
+            lines_of(&[
+                "\x1b[3",
+                "1mERROR\x1b[0m: disk ",
+                "full\r\n",
+                "\x1b]0;title\x07next"
+            ]),
+            ["ERROR: disk full", "next"]
+        );
+    }
+
+    #[test]
+    fn carriage_return_backspace_and_erase_act_like_a_terminal() {
+        assert_eq!(
+            lines_of(&["progress 10%\rprogress 100%\n"]),
+            ["progress 100%"]
+        );
+        assert_eq!(lines_of(&["$ lss\x08\x1b[K -l\r\n"]), ["$ ls -l"]);
+        assert_eq!(lines_of(&["a\tb\n"]), ["a       b"]);
+    }
+
+    #[test]
+    fn search_prints_session_user_offset_and_line() {
+        let f = fixture();
+        let mut out = Vec::new();
+        let opts = SearchOptions {
+            pattern: r"ERROR: disk \w+".into(),
+            ..Default::default()
+        };
+        assert_eq!(search(&f.ctx, &opts, &mut out).unwrap(), 1);
+        let t = text(out);
+        assert!(
+            t.starts_with("20261123-alice-1  alice  +0:00:00.0  ERROR: disk full"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn search_filters_by_user_and_reports_json() {
+        let f = fixture();
+        let mut out = Vec::new();
+        let opts = SearchOptions {
+            pattern: "(?i)resources|alice".into(),
+            user: Some("bob".into()),
+            json: true,
+        };
+        assert_eq!(search(&f.ctx, &opts, &mut out).unwrap(), 1);
+        let m: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(m["user"], "bob");
+        assert_eq!(m["line"], "No resources found in default namespace.");
+    }
+
+    #[test]
+    fn a_bad_pattern_is_named() {
+        let f = fixture();
+        let opts = SearchOptions {
+            pattern: "(".into(),
+            ..Default::default()
+        };
+        let err = search(&f.ctx, &opts, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("invalid pattern"), "{err}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Tests that disturb the whole bastion (Docker stopped, bastiond
+//! restarted, images retagged, short idle times). They run one at a time
+//! (a shared lock), after the other test binaries, and put everything back.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn container_id(u: &User) -> String {
+    docker(&["inspect", "-f", "{{.Id}}", &container_of(u)])
+}
+
+#[test]
+fn docker_stopped_gives_a_clear_error_then_recovers() {
+    let _serial = serial();
+    let u = user("bt-dockerdown");
+    ssh_text(&u, "echo before > f");
+    service("stop", "dockerd");
+    let out = ssh_run(&u, "echo should-not-run");
+    service("start", "dockerd");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container engine is not available"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one short line: {err}");
+    assert!(out.stdout.is_empty());
+    // Back up: the stopped container is started again, the home kept.
+    assert_eq!(ssh_text(&u, "cat f").trim(), "before");
+}
+
+fn build_alt(tag: &str, marker: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM bastion/user:latest\nLABEL bastion.e2e.variant={marker}\n"),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("docker")
+            .args(["build", "-q", "-t", tag])
+            .arg(dir.path()),
+    );
+    docker(&["image", "inspect", "-f", "{{.Id}}", tag])
+}
+
+#[test]
+fn a_changed_image_recreates_the_container_when_no_session_is_live() {
+    let _serial = serial();
+    ensure_e2e_config();
+    let u = user("bt-img");
+    let a = build_alt("bastion/e2e-alt:a", "a");
+    let b = build_alt("bastion/e2e-alt:b", "b");
+    docker(&["tag", "bastion/e2e-alt:a", "bastion/e2e-alt:current"]);
+    remove_container(&u);
+    ssh_text(&u, "echo kept > home-file");
+    let first = container_id(&u);
+    assert_eq!(docker(&["inspect", "-f", "{{.Image}}", &first]), a);
+
+    // While a session is live, the new image waits.
+    docker(&["tag", "bastion/e2e-alt:b", "bastion/e2e-alt:current"]);
+    let mut live = ssh(&u, &["-T"], &["echo live; sleep 600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    assert_eq!(first_line, "live\n");
+    ssh_text(&u, "true");
+    assert_eq!(
+        container_id(&u),
+        first,
+        "not recreated under a live session"
+    );
+    live.kill().unwrap();
+    live.wait().unwrap();
+    // Wait until the broker has seen the session end.
+    assert!(eventually(Duration::from_secs(20), || {
+        !docker(&["top", &container_of(&u), "-eo", "args"]).contains("sleep 600")
+    }));
+
+    // No live session: the next login gets a new container on the new image.
+    assert_eq!(
+        ssh_text(&u, "cat home-file").trim(),
+        "kept",
+        "home survives"
+    );
+    let second = container_id(&u);
+    assert_ne!(second, first);
+    assert_eq!(docker(&["inspect", "-f", "{{.Image}}", &second]), b);
+}
+
+#[test]
+fn a_broker_restart_keeps_containers_and_ends_orphans() {
+    let _serial = serial();
+    let u = user("bt-restart");
+    ssh_text(&u, "true");
+    let before = container_id(&u);
+    let marker = format!("restartmarker{}", std::process::id());
+    let mut live = ssh(&u, &["-T"], &[&format!("exec -a {marker} sleep 1000")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let top = || docker(&["top", &container_of(&u), "-eo", "args"]);
+    assert!(eventually(Duration::from_secs(20), || top().contains(&marker)));
+
+    service("restart", "bastiond");
+
+    // The live session ended with the broker (it held its streams): the
+    // client is told, and nothing of it is left in the container.
+    let status = live.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        eventually(Duration::from_secs(20), || !top().contains(&marker)),
+        "{}",
+        top()
+    );
+    // New logins work, in the same container.
+    assert_eq!(ssh_text(&u, "echo again").trim(), "again");
+    assert_eq!(container_id(&u), before);
+}
+
+#[test]
+fn idle_containers_are_stopped_then_removed() {
+    let _serial = serial();
+    let u = user("bt-idle");
+    let original = std::fs::read_to_string(CONFIG_PATH).unwrap();
+    let short = original.replacen(
+        "[bastiond]",
+        "[bastiond]\nidle_stop_after = \"2s\"\nremove_after = \"4s\"",
+        1,
+    );
+    assert_ne!(short, original, "config has a [bastiond] table");
+    write_config(&short);
+    service("restart", "bastiond");
+    let restore = Restore(original);
+
+    ssh_text(&u, "echo persisted > f");
+    let c = container_of(&u);
+    let stopped = eventually(Duration::from_secs(60), || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &c]) == "false"
+    });
+    let removed =
+        stopped && eventually(Duration::from_secs(60), || !docker_status(&["inspect", &c]));
+    drop(restore);
+    assert!(stopped, "idle container was not stopped");
+    assert!(removed, "stopped container was not removed");
+    // The home outlived the container.
+    assert_eq!(ssh_text(&u, "cat f").trim(), "persisted");
+}
+
+/// Puts the original config back and restarts bastiond, even on panic.
+struct Restore(String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        write_config(&self.0);
+        service("restart", "bastiond");
+    }
+}

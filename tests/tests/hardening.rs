@@ -1,0 +1,223 @@
+//! The container's hardening, checked from the attacker's side: from inside
+//! a user's session, try the escape and assert it fails. Plus the Docker
+//! contract (labels, env) seen from the host.
+
+mod common;
+
+use common::*;
+
+/// Runs a script in the user's container; returns stdout.
+fn inside(u: &User, script: &str) -> String {
+    let out = ssh_run(u, script);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status_field(u: &User, field: &str) -> String {
+    inside(u, &format!("grep '^{field}:' /proc/self/status | cut -f2"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_session_has_no_privileges() {
+    let u = e2e_user("bt-harden");
+    assert_ne!(inside(&u, "id -u").trim(), "0", "never root");
+    assert_eq!(
+        status_field(&u, "CapEff"),
+        "0000000000000000",
+        "no effective capabilities"
+    );
+    assert_eq!(status_field(&u, "CapPrm"), "0000000000000000");
+    assert_eq!(
+        status_field(&u, "CapBnd"),
+        "0000000000000000",
+        "bounding set empty"
+    );
+    assert_eq!(status_field(&u, "NoNewPrivs"), "1");
+    assert_eq!(
+        status_field(&u, "Seccomp"),
+        "2",
+        "default seccomp profile in filter mode"
+    );
+}
+
+#[test]
+fn escapes_to_root_fail() {
+    let u = e2e_user("bt-harden");
+    let attempts = [
+        (
+            "no setuid binaries to abuse",
+            "find / -xdev -perm /6000 -type f 2>/dev/null | head -5",
+        ),
+        (
+            "su",
+            "su -c id root </dev/null >/dev/null 2>&1 && echo ESCAPED",
+        ),
+        (
+            "user namespace",
+            "unshare -r id 2>/dev/null && echo ESCAPED",
+        ),
+        (
+            "mount",
+            "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m 2>/dev/null && echo ESCAPED",
+        ),
+        (
+            "write /etc/passwd",
+            "echo 'x::0:0::/:/bin/sh' >> /etc/passwd 2>/dev/null && echo ESCAPED",
+        ),
+        (
+            "chown to root",
+            "touch /tmp/f && chown 0:0 /tmp/f 2>/dev/null && echo ESCAPED",
+        ),
+        (
+            "raw sockets",
+            "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)' 2>/dev/null && echo ESCAPED",
+        ),
+        (
+            "setuid via python",
+            "python3 -c 'import os; os.setuid(0)' 2>/dev/null && echo ESCAPED",
+        ),
+        (
+            "kernel modules",
+            "cat /proc/modules >/dev/null 2>&1; insmod /x.ko 2>/dev/null && echo ESCAPED",
+        ),
+    ];
+    for (what, script) in attempts {
+        let out = inside(&u, script);
+        assert!(out.trim().is_empty(), "{what}: {out}");
+    }
+}
+
+#[test]
+fn no_docker_socket_and_no_host_paths_but_home_and_kubeconfigs() {
+    let u = e2e_user("bt-harden");
+    let out = inside(
+        &u,
+        "for s in /var/run/docker.sock /run/docker.sock /run/containerd/containerd.sock /run/bastion/bastiond.sock; do test -e $s && echo $s; done; find / -xdev -type s 2>/dev/null | grep -v '^/proc' | head",
+    );
+    assert!(out.trim().is_empty(), "sockets reachable: {out}");
+    let mounts = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Source}}|{{.Destination}}|{{.RW}}\n{{end}}",
+        &container_of(&u),
+    ]);
+    let mut lines: Vec<&str> = mounts.lines().filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    let home = format!("/var/lib/bastion/homes/{0}|/home/{0}|true", u.name);
+    assert!(lines.contains(&home.as_str()), "{mounts}");
+    for line in &lines {
+        assert!(
+            *line == home || *line == "/etc/bastion/kubeconfigs|/etc/bastion/kubeconfigs|false",
+            "unexpected host mount: {line}"
+        );
+    }
+    // The kubeconfig directory is read-only from inside.
+    let out = inside(
+        &u,
+        "touch /etc/bastion/kubeconfigs/x 2>/dev/null && echo WROTE",
+    );
+    assert!(out.trim().is_empty(), "{out}");
+}
+
+#[test]
+fn limits_from_the_config_are_in_force() {
+    let u = e2e_user("bt-harden");
+    inside(&u, "true");
+    let host = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.Privileged}}",
+        &container_of(&u),
+    ]);
+    assert_eq!(
+        host, "512 2147483648 2000000000 false",
+        "defaults of [bastiond.limits]"
+    );
+    // And seen from inside (cgroup v1 or v2).
+    let pids = inside(
+        &u,
+        "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+    );
+    assert_eq!(pids.trim(), "512");
+    let mem = inside(
+        &u,
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    );
+    assert_eq!(mem.trim(), "2147483648");
+    // The pids limit bites: a fork bomb in a subshell is contained.
+    let out = inside(
+        &u,
+        "for i in $(seq 600); do sleep 5 & done 2>/dev/null; echo started=$(jobs -p | wc -l)",
+    );
+    let started: usize = out
+        .trim()
+        .trim_start_matches("started=")
+        .parse()
+        .unwrap_or(0);
+    assert!(started < 512, "{out}");
+}
+
+#[test]
+fn the_network_is_the_bastion_bridge_without_ipv6() {
+    let u = e2e_user("bt-harden");
+    inside(&u, "true");
+    let nets = docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        &container_of(&u),
+    ]);
+    assert_eq!(nets.trim(), "bastion0");
+    let icc = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}} {{.EnableIPv6}}",
+        "bastion0",
+    ]);
+    assert_eq!(icc, "false false");
+    let v6 = inside(
+        &u,
+        "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; cat /proc/net/if_inet6 2>/dev/null | wc -l",
+    );
+    assert_eq!(
+        v6.split_whitespace().collect::<Vec<_>>(),
+        ["1", "0"],
+        "{v6}"
+    );
+}
+
+#[test]
+fn the_docker_contract_labels_and_env() {
+    let u = e2e_user("bt-harden");
+    inside(&u, "true");
+    let c = container_of(&u);
+    let label = |k: &str| {
+        docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{index .Config.Labels \"{k}\"}}}}"),
+            &c,
+        ])
+    };
+    assert_eq!(label("bastion.user"), u.name);
+    let uid = run_ok(std::process::Command::new("id").args(["-u", &u.name])).stdout;
+    assert_eq!(label("bastion.uid"), String::from_utf8_lossy(&uid).trim());
+    assert_eq!(label("bastion.credentials-token-sha256").len(), 64);
+    let role = label("bastion.role");
+    assert_eq!(
+        role, "e2e-role",
+        "the role of the user's group from the config"
+    );
+    let env = inside(&u, "echo IAM_ROLE=$IAM_ROLE");
+    assert_eq!(env.trim(), format!("IAM_ROLE={role}"));
+    // The container-credentials token is the user's alone, and its hash is the label.
+    let token_sha = inside(
+        &u,
+        "stat -c %a /etc/bastion/aws-container-token; sha256sum < /etc/bastion/aws-container-token | cut -d' ' -f1",
+    );
+    let lines: Vec<&str> = token_sha.lines().collect();
+    assert_eq!(lines[0], "400");
+    assert_eq!(lines[1], label("bastion.credentials-token-sha256"));
+}

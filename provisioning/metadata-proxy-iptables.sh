@@ -17,9 +17,11 @@
 #           server), plus replies to connections the host opened;
 #         - drop all IPv6 from the bridge (the network has none; this covers
 #           the IPv6 IMDS fd00:ec2::254 and fd00:ec2::23).
-#         Idempotent: our rules live in our own chains (BASTION-META-NAT,
-#         BASTION-META-INPUT, BASTION-META-FWD, and their IPv6 twins), which
-#         are rebuilt on every run, with one jump each from the built-in chain.
+#         Idempotent: our rules live in our own chains, named after the
+#         bridge (BMP-<bridge>-NAT, BMP-<bridge>-IN, BMP-<bridge>-FWD, and
+#         their IPv6 twins), rebuilt on every run, with one jump each from
+#         the built-in chain. Several bridges (a test network beside
+#         bastion0) have independent rules.
 # remove  Deletes exactly those jumps and chains, nothing else.
 # check   Exits 0 when every rule of `apply` (same options) is in place, else
 #         1, naming the first missing rule.
@@ -73,9 +75,9 @@ done
 command -v iptables >/dev/null || die "iptables not found: apt-get install iptables"
 command -v ip6tables >/dev/null || die "ip6tables not found: apt-get install iptables"
 
-NAT=BASTION-META-NAT
-INPUT_CHAIN=BASTION-META-INPUT
-FWD=BASTION-META-FWD
+NAT="BMP-$bridge-NAT"
+INPUT_CHAIN="BMP-$bridge-IN"
+FWD="BMP-$bridge-FWD"
 COMMENT="bastion-metadata-proxy"
 
 # Each rule as "TOOL TABLE CHAIN RULE..." (TOOL: 4 = iptables, 6 = ip6tables).

@@ -44,6 +44,7 @@ fn start() -> SessionStart {
         rows: Some(24),
         recording: None,
         record_input: false,
+        unrecorded_reason: None,
     }
 }
 

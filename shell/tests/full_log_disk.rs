@@ -68,6 +68,7 @@ fn start(id: &str) -> SessionStart {
         rows: Some(24),
         recording: None,
         record_input: false,
+        unrecorded_reason: None,
     }
 }
 

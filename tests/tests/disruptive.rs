@@ -89,7 +89,7 @@ fn a_changed_image_recreates_the_container_when_no_session_is_live() {
     live.wait().unwrap();
     // Wait until the broker has seen the session end.
     assert!(eventually(Duration::from_secs(20), || {
-        !docker(&["top", &container_of(&u), "-eo", "args"]).contains("sleep 600")
+        !docker(&["top", &container_of(&u), "-eo", "pid,args"]).contains("sleep 600")
     }));
 
     // No live session: the next login gets a new container on the new image.
@@ -101,6 +101,19 @@ fn a_changed_image_recreates_the_container_when_no_session_is_live() {
     let second = container_id(&u);
     assert_ne!(second, first);
     assert_eq!(docker(&["inspect", "-f", "{{.Image}}", &second]), b);
+}
+
+#[test]
+fn a_stopped_broker_is_a_clear_error() {
+    let _serial = serial();
+    let u = user("bt-brokerdown");
+    service("stop", "bastiond");
+    let out = ssh_run(&u, "echo should-not-run");
+    service("start", "bastiond");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("session service is not running"), "{err}");
+    assert_eq!(ssh_text(&u, "echo up").trim(), "up");
 }
 
 #[test]
@@ -116,7 +129,7 @@ fn a_broker_restart_keeps_containers_and_ends_orphans() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let top = || docker(&["top", &container_of(&u), "-eo", "args"]);
+    let top = || docker(&["top", &container_of(&u), "-eo", "pid,args"]);
     assert!(eventually(Duration::from_secs(20), || top().contains(&marker)));
 
     service("restart", "bastiond");

@@ -328,3 +328,54 @@ fn users_not_allowed_are_refused_clearly() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("root (uid 0) may not log in"));
 }
+
+#[test]
+fn a_missing_image_is_a_clear_error() {
+    ensure_e2e_config();
+    let u = user("bt-noimage");
+    let out = ssh_run(&u, "echo should-not-run");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bastion/e2e-does-not-exist:1 is not available on this bastion"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hitting_the_process_limit_is_reported_and_recoverable() {
+    ensure_e2e_config();
+    let u = user("bt-limits");
+    remove_container(&u);
+    // One session fills the container's process table (pids = 40)...
+    let mut hog = ssh(
+        &u,
+        &["-T"],
+        &["for i in $(seq 60); do sleep 300 & done 2>/dev/null; echo filled; wait"],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "filled\n");
+    // ...so a new session cannot start; the user is told why, briefly.
+    let out = ssh_run(&u, "echo should-not-run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    assert!(err.contains("process limit"), "{err}");
+    // Ending the hog frees the container for new sessions.
+    hog.kill().unwrap();
+    hog.wait().unwrap();
+    assert!(eventually(Duration::from_secs(20), || {
+        ssh_run(&u, "echo back").status.success()
+    }));
+}

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bastion::config::{Config, MetadataProxyConfig};
@@ -20,16 +20,20 @@ use bastion_metadata_proxy::server::{ProxyOptions, RunningProxy, start};
 use bastion_metadata_proxy::sts::StsSettings;
 
 pub const IMAGE: &str = "bastion/user:latest";
-pub const NETWORK: &str = "bastion0";
-pub const GATEWAY: &str = "172.30.0.1";
+/// The tests' own user network, beside bastion0 (which a demo or the
+/// end-to-end tests may be using, with the installed proxy on its gateway).
+/// Also the Linux bridge name, with its own iptables chains.
+pub const NETWORK: &str = "bastion-mpt";
+pub const SUBNET: &str = "172.30.200.0/24";
+pub const GATEWAY: &str = "172.30.200.1";
 pub const PROXY_PORT: u16 = 8775;
 pub const ACCOUNT: &str = "123456789012";
 pub const MOTO: &str = "/opt/bastion/moto/bin/moto_server";
 
 /// Tests that own the DNAT target port run one at a time.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 fn run(cmd: &mut Command) -> (bool, String, String) {
@@ -81,18 +85,20 @@ pub fn prerequisites() {
         );
         let (exists, _, _) = run(Command::new("docker").args(["network", "inspect", NETWORK]));
         if !exists {
-            // As bastiond creates it.
+            // As bastiond creates bastion0.
+            let bridge = format!("com.docker.network.bridge.name={NETWORK}");
             docker(&[
                 "network", "create", "--driver", "bridge",
-                "--subnet", "172.30.0.0/24", "--gateway", GATEWAY,
-                "--opt", "com.docker.network.bridge.name=bastion0",
+                "--subnet", SUBNET, "--gateway", GATEWAY,
+                "--opt", &bridge,
                 "--opt", "com.docker.network.bridge.enable_icc=false",
                 "--label", "bastion.network=true",
                 NETWORK,
             ]);
         }
         let script = repo_root().join("provisioning/metadata-proxy-iptables.sh");
-        let (ok, out, err) = run(Command::new(&script).arg("apply"));
+        let port = PROXY_PORT.to_string();
+        let (ok, out, err) = run(Command::new(&script).args(["apply", "--bridge", NETWORK, "--gateway", GATEWAY, "--port", &port]));
         assert!(ok, "{} apply failed: {out} {err}", script.display());
     });
 }
@@ -138,15 +144,6 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// STS calls moto answered (each is a `POST /`).
-    pub fn sts_calls(&self) -> usize {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"POST / HTTP/1.1\""))
-            .count()
-    }
-
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -170,7 +167,7 @@ pub fn free_port() -> u16 {
 /// Proxy options as a bastion host has them, pointed at `moto`.
 pub fn options(moto: &Moto, audit_log: Option<&Path>) -> ProxyOptions {
     let text = format!(
-        "[metadata_proxy]\naccount_id = \"{ACCOUNT}\"\nsts_endpoint = \"{}\"\nsts_region = \"us-east-1\"\nimds_upstream = \"{}\"\npassthrough = [\"meta-data/placement/region\", \"meta-data/instance-id\"]\nsession_tags = true\n",
+        "[metadata_proxy]\naccount_id = \"{ACCOUNT}\"\nsts_endpoint = \"{}\"\nsts_region = \"us-east-1\"\nimds_upstream = \"{}\"\npassthrough = [\"meta-data/placement/region\", \"meta-data/instance-id\"]\nsession_tags = true\n[bastiond.network]\nname = \"{NETWORK}\"\nsubnet = \"{SUBNET}\"\n",
         moto.endpoint(),
         moto.endpoint()
     );

@@ -109,6 +109,10 @@ pub struct SessionStart {
     pub recording: Option<PathBuf>,
     #[serde(default)]
     pub record_input: bool,
+    /// Why a session that should have been recorded is not (the recording
+    /// could not be created and `on_log_failure = "allow"`). Omitted if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded_reason: Option<String>,
 }
 
 /// How a session ended.
@@ -268,6 +272,7 @@ mod tests {
             rows: Some(24),
             recording: Some("/var/log/bastion/sessions/alice/s1.cast".into()),
             record_input: false,
+            unrecorded_reason: None,
         }
     }
 

@@ -108,6 +108,8 @@ pub fn is_unreachable(e: &DockerError) -> bool {
         e,
         DockerError::IOError { .. }
             | DockerError::HyperResponseError { .. }
+            | DockerError::HyperLegacyError { .. }
+            | DockerError::SocketNotFoundError(_)
             | DockerError::RequestTimeoutError
     )
 }

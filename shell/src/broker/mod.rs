@@ -262,3 +262,46 @@ fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_edit_applies_and_a_broken_edit_keeps_the_last_good_one() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("run as root (./test.sh does): the config must be root-owned");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bastion.toml");
+        std::fs::write(&path, "[bastiond]\nimage = \"one:1\"\n").unwrap();
+        let source = ConfigSource::load(&path).unwrap();
+        assert_eq!(source.current().bastiond.image, "one:1");
+
+        std::fs::write(&path, "[bastiond]\nimage = \"two:22\"\n").unwrap();
+        assert_eq!(source.current().bastiond.image, "two:22");
+
+        std::fs::write(&path, "[bastiond]\nimage = \n").unwrap();
+        assert_eq!(
+            source.current().bastiond.image,
+            "two:22",
+            "broken edit ignored"
+        );
+    }
+
+    #[test]
+    fn live_sessions_are_counted_until_dropped() {
+        let live = Arc::new(LiveSessions::default());
+        let start = Instant::now();
+        assert_eq!(live.idle_since("a", start), Some(start));
+        let one = live.enter("a");
+        let two = live.enter("a");
+        assert_eq!(live.count("a"), 2);
+        assert_eq!(live.idle_since("a", start), None);
+        drop(one);
+        assert_eq!(live.count("a"), 1);
+        drop(two);
+        assert_eq!(live.count("a"), 0);
+        assert!(live.idle_since("a", start).unwrap() >= start);
+    }
+}

@@ -118,3 +118,29 @@ pub fn read_cast(path: &Path) -> Result<(CastHeader, Vec<CastEvent>), CastError>
     let events = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
     Ok((header, events))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_written_last_line_ends_the_stream_but_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.cast");
+        let header = r#"{"version":2,"width":80,"height":24,"timestamp":0,"bastion":{"x":1}}"#;
+        std::fs::write(
+            &path,
+            format!("{header}\n[0.5, \"o\", \"hi\"]\n[1.5, \"o\", \"ha"),
+        )
+        .unwrap();
+        let (h, events) = read_cast(&path).unwrap();
+        assert_eq!((h.width, h.height), (80, 24));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "hi");
+        std::fs::write(&path, format!("{header}\nnot json\n[1, \"o\", \"x\"]\n")).unwrap();
+        let err = read_cast(&path).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        std::fs::write(&path, "{\"version\":1}\n").unwrap();
+        assert!(read_cast(&path).is_err(), "only version 2");
+    }
+}

@@ -12,10 +12,11 @@
 
 pub mod cast;
 pub mod session;
+mod writer;
 
 pub use session::{SessionLogError, SessionOutcome, SessionRecording, recover_interrupted};
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -210,10 +211,10 @@ const REPLACEMENT: &str = "\u{FFFD}";
 #[derive(Debug)]
 pub struct Recorder {
     path: PathBuf,
-    file: File,
-    hasher: Sha256,
+    /// Hashes and writes full blocks on its own thread.
+    writer: Option<writer::BlockWriter>,
     buf: Vec<u8>,
-    /// Bytes already written to the file.
+    /// Bytes handed to the writer (the file's size once written).
     size: u64,
     start: Instant,
     last_flush: Instant,
@@ -250,13 +251,34 @@ impl Recorder {
                 path: path.to_owned(),
                 source,
             })?;
+        // Write the header now, synchronously, so a full or read-only disk
+        // shows at session start.
+        let mut header_line = serde_json::to_vec(header).expect("a header serializes");
+        header_line.push(b'\n');
+        let mut file = file;
+        if let Err(source) = file.write_all(&header_line) {
+            let _ = fs::remove_file(path);
+            return Err(RecordingError::Write {
+                path: path.to_owned(),
+                source,
+            });
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(&header_line);
+        let size = header_line.len() as u64;
+        let writer =
+            writer::BlockWriter::spawn(file, hasher, size, 2 * FLUSH_AT).map_err(|source| {
+                RecordingError::CreateFile {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         let now = Instant::now();
-        let mut rec = Self {
+        Ok(Self {
             path: path.to_owned(),
-            file,
-            hasher: Sha256::new(),
+            writer: Some(writer),
             buf: Vec::with_capacity(2 * FLUSH_AT),
-            size: 0,
+            size,
             start: now,
             last_flush: now,
             opts,
@@ -268,18 +290,7 @@ impl Recorder {
             truncated: false,
             error: None,
             finished: false,
-        };
-        serde_json::to_writer(&mut rec.buf, header).expect("a header serializes");
-        rec.buf.push(b'\n');
-        // Write the header now, so a full or read-only disk shows at start.
-        if let Err(source) = rec.write_buf() {
-            let _ = fs::remove_file(path);
-            return Err(RecordingError::Write {
-                path: path.to_owned(),
-                source,
-            });
-        }
-        Ok(rec)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -326,9 +337,7 @@ impl Recorder {
     /// session goes idle; events are otherwise written every 64 KiB or, at
     /// the next event, after a second.
     pub fn flush(&mut self) {
-        if let Err(source) = self.write_buf() {
-            self.fail(source);
-        }
+        self.write_buf();
     }
 
     pub fn bytes_out(&self) -> u64 {
@@ -353,7 +362,10 @@ impl Recorder {
     /// Size and SHA-256 (hex) of what is in the file so far (flushes first).
     pub fn sha256_so_far(&mut self) -> (u64, String) {
         self.flush();
-        (self.size, hex::encode(self.hasher.clone().finalize()))
+        self.writer
+            .as_ref()
+            .and_then(writer::BlockWriter::snapshot)
+            .unwrap_or((self.size, String::new()))
     }
 
     /// Ends the recording: writes what is left (a UTF-8 sequence cut off at
@@ -373,18 +385,20 @@ impl Recorder {
             }
         }
         self.flush();
-        if self.error.is_none()
-            && let Err(source) = self.file.sync_data()
-        {
-            self.fail(source);
-        }
         self.finished = true;
-        let (sha256, size) = if self.error.is_some() {
-            // Unknown how much of the failed write landed: hash the file.
-            crate::audit::verify::file_sha256(&self.path)
-                .unwrap_or_else(|_| (hex::encode(self.hasher.clone().finalize()), self.size))
-        } else {
-            (hex::encode(self.hasher.clone().finalize()), self.size)
+        let done = self.writer.take().map(writer::BlockWriter::finish);
+        if let Some(e) = done.as_ref().and_then(|d| d.error.as_ref())
+            && self.error.is_none()
+        {
+            self.fail(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        let (sha256, size) = match done {
+            // Unknown how much of a failed write landed: hash the file.
+            Some(_) | None if self.error.is_some() => {
+                crate::audit::verify::file_sha256(&self.path).unwrap_or_default()
+            }
+            Some(done) => (done.sha256, done.size),
+            None => (String::new(), self.size),
         };
         RecordingOutcome {
             path: self.path.clone(),
@@ -454,17 +468,21 @@ impl Recorder {
         self.flush();
     }
 
-    fn write_buf(&mut self) -> std::io::Result<()> {
+    fn write_buf(&mut self) {
         self.last_flush = Instant::now();
-        if self.buf.is_empty() || self.error.is_some() {
-            self.buf.clear();
-            return Ok(());
+        if self.buf.is_empty() {
+            return;
         }
-        self.hasher.update(&self.buf);
-        let result = self.file.write_all(&self.buf);
+        let Some(writer) = self.writer.as_mut().filter(|_| self.error.is_none()) else {
+            self.buf.clear();
+            return;
+        };
         self.size += self.buf.len() as u64;
-        self.buf.clear();
-        result
+        let block = std::mem::take(&mut self.buf);
+        self.buf = writer.send(block);
+        if let Some(source) = writer.failure() {
+            self.fail(source);
+        }
     }
 
     fn fail(&mut self, source: std::io::Error) {
@@ -607,16 +625,39 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
         }
         let b = s[i];
         let esc = ESCAPE[b as usize];
-        if esc != 0 {
-            buf.extend_from_slice(&s[start..i]);
-            if esc == b'u' {
-                buf.extend_from_slice(&CONTROL_ESCAPES[b as usize]);
-            } else {
-                buf.extend_from_slice(&[b'\\', esc]);
-            }
-            start = i + 1;
+        if esc == 0 {
+            i += 1;
+            continue;
         }
-        i += 1;
+        buf.extend_from_slice(&s[start..i]);
+        if esc == b'u' {
+            // A run of one control byte (a flood of NULs from `head -c 1G
+            // /dev/zero`): escape it 8 at a time.
+            let run = s[i..].iter().take_while(|&&c| c == b).count();
+            let one = &CONTROL_ESCAPES[b as usize];
+            if run >= 8 {
+                let mut eight = [0u8; 48];
+                for chunk in eight.chunks_exact_mut(6) {
+                    chunk.copy_from_slice(one);
+                }
+                buf.reserve(run * 6);
+                for _ in 0..run / 8 {
+                    buf.extend_from_slice(&eight);
+                }
+                for _ in 0..run % 8 {
+                    buf.extend_from_slice(one);
+                }
+            } else {
+                for _ in 0..run {
+                    buf.extend_from_slice(one);
+                }
+            }
+            i += run;
+        } else {
+            buf.extend_from_slice(&[b'\\', esc]);
+            i += 1;
+        }
+        start = i;
     }
     buf.extend_from_slice(&s[start..]);
 }
@@ -679,6 +720,24 @@ mod tests {
         buf.push(b'"');
         let back: String = serde_json::from_slice(&buf).unwrap();
         assert_eq!(back, all);
+    }
+
+    #[test]
+    fn runs_of_control_bytes_escape_like_single_ones() {
+        for run in [1usize, 7, 8, 9, 17, 1000] {
+            let mut text = String::from("a");
+            text.extend(std::iter::repeat_n('\0', run));
+            text.push('\u{1b}');
+            text.push('b');
+            let mut buf = vec![b'"'];
+            escape_into(&mut buf, text.as_bytes());
+            buf.push(b'"');
+            assert_eq!(
+                serde_json::from_slice::<String>(&buf).unwrap(),
+                text,
+                "run {run}"
+            );
+        }
     }
 
     #[test]
@@ -766,6 +825,23 @@ mod tests {
             (out.sha256, out.size),
             "the running hash is the file's"
         );
+    }
+
+    #[test]
+    fn the_running_hash_is_the_files_and_a_drop_still_writes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = new_recorder(dir.path(), opts());
+        let path = rec.path().to_owned();
+        rec.output(b"abc");
+        let (size, sha) = rec.sha256_so_far();
+        assert_eq!(
+            crate::audit::verify::file_sha256(&path).unwrap(),
+            (sha, size)
+        );
+        rec.output(b"def");
+        drop(rec);
+        let (_, events) = read_cast(&path).unwrap();
+        assert_eq!(output_text(&events, "o"), "abcdef");
     }
 
     #[test]

@@ -181,8 +181,12 @@ impl SessionRecording {
             error = %err,
             "SESSION LOGS CANNOT BE WRITTEN; letting the user in anyway because on_log_failure = \"allow\""
         );
-        if record && let Ok(s) = Self::begin(config, audit, start.clone(), false) {
-            return Ok(Some(s));
+        if record {
+            let mut unrecorded = start.clone();
+            unrecorded.unrecorded_reason = Some(err.to_string());
+            if let Ok(s) = Self::begin(config, audit, unrecorded, false) {
+                return Ok(Some(s));
+            }
         }
         tracing::error!(
             session = %start.session_id,
@@ -541,6 +545,7 @@ mod tests {
             rows: Some(30),
             recording: None,
             record_input: false,
+            unrecorded_reason: None,
         }
     }
 
@@ -643,6 +648,13 @@ mod tests {
             .unwrap()
             .expect("audited, unrecorded");
         assert!(s.start().recording.is_none());
+        assert!(
+            s.start()
+                .unrecorded_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("sessions/alice")),
+            "the audit trail says why it is not recorded"
+        );
         s.end(&audit, exit(0)).unwrap();
         // Neither the recordings nor the audit log can be written.
         let broken = AuditLog::new(&dir.path().join("missing/dir/audit.jsonl"));
@@ -660,8 +672,9 @@ mod tests {
         let audit = AuditLog::open(&cfg.audit_log).unwrap();
         let mut s = SessionRecording::begin(&cfg, &audit, start("s1", "alice"), true).unwrap();
         s.output(b"working...\r\n");
-        s.flush();
         let path = s.start().recording.clone().unwrap();
+        // Wait until the recorder's thread has written it all.
+        s.recorder.as_mut().unwrap().sha256_so_far();
         // A crash: the process vanishes mid-line, nothing is finished.
         std::mem::forget(s);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();

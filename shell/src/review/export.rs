@@ -111,7 +111,8 @@ pub fn render_html(session: &SessionInfo, cast_text: &str, duration: f64) -> Str
         session.container()
     );
     let options = serde_json::json!({
-        "poster": format!("npt:{duration:.3}"),
+        // Just past the last event (rounded up), so the poster shows it.
+        "poster": format!("npt:{:.3}", (duration * 1000.0).ceil() / 1000.0 + 0.001),
         "idleTimeLimit": 2,
         "fit": "width",
         "preload": true,

@@ -44,6 +44,7 @@ pub(crate) fn start(
         rows: Some(24),
         recording: None,
         record_input: false,
+        unrecorded_reason: None,
     }
 }
 

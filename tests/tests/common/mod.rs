@@ -336,6 +336,12 @@ role = "e2e-role"
 
 [bastiond.users.bt-img]
 image = "bastion/e2e-alt:current"
+
+[bastiond.users.bt-noimage]
+image = "bastion/e2e-does-not-exist:1"
+
+[bastiond.users.bt-limits]
+limits = { pids = 40 }
 # <<< bastion e2e tests
 "#;
 

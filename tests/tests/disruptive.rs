@@ -66,7 +66,6 @@ fn a_changed_image_recreates_the_container_when_no_session_is_live() {
     assert_eq!(docker(&["inspect", "-f", "{{.Image}}", &first]), a);
 
     // While a session is live, the new image waits.
-    docker(&["tag", "bastion/e2e-alt:b", "bastion/e2e-alt:current"]);
     let mut live = ssh(&u, &["-T"], &["echo live; sleep 600"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -79,6 +78,7 @@ fn a_changed_image_recreates_the_container_when_no_session_is_live() {
     )
     .unwrap();
     assert_eq!(first_line, "live\n");
+    docker(&["tag", "bastion/e2e-alt:b", "bastion/e2e-alt:current"]);
     ssh_text(&u, "true");
     assert_eq!(
         container_id(&u),

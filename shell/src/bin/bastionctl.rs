@@ -1,14 +1,22 @@
-//! `bastionctl`: checks for ops and tools for security reviewers.
+//! `bastionctl`: checks for ops and tools for security reviewers. The logic
+//! lives in [`bastion::ctl`] and [`bastion::review`]; this only parses.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use bastion::config::Config;
+use bastion::review::{
+    self, ListOptions, OutputFormat, PlayOptions, PruneOptions, ReviewContext, SearchOptions,
+};
 use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
 
 /// Administer and review the bastion.
 #[derive(Parser)]
 #[command(version)]
-struct Args {
+struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = bastion::config::DEFAULT_PATH)]
     config: PathBuf,
@@ -20,20 +28,195 @@ struct Args {
 enum Command {
     /// Validate the configuration file; names the bad key and line.
     Check,
+    /// Recorded sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List sessions (oldest first).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// RFC 3339, a date (2026-11-23) or an age (2h, 7d).
+        #[arg(long, value_parser = review::parse_time)]
+        since: Option<OffsetDateTime>,
+        #[arg(long, value_parser = review::parse_time)]
+        until: Option<OffsetDateTime>,
+        #[arg(long)]
+        container: Option<String>,
+        /// Only sessions that ended with a non-zero exit code.
+        #[arg(long)]
+        exit_nonzero: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one session (ID or a unique prefix).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a session in this terminal.
+    Play {
+        id: String,
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Longest pause, in seconds.
+        #[arg(long)]
+        idle_limit: Option<f64>,
+    },
+    /// Regex over what sessions showed (escapes stripped); exit 1 on no match.
+    Search {
+        pattern: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A self-contained HTML page with the player and the metadata.
+    Export {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+    },
+    /// Delete old recordings (logged in the audit trail).
+    Prune {
+        #[arg(long, value_parser = review::parse_age)]
+        older_than: Duration,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain and the recordings' hashes; exit 1 on tampering.
+    Verify {
+        /// The live audit log (default: [recording] audit_log) or its directory.
+        path: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match args.command {
-        Command::Check => match bastion::ctl::check(&args.config) {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // `bastionctl sessions list | head` is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bastionctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Command::Check = cli.command {
+        return match bastion::ctl::check(&cli.config) {
             Ok(summary) => {
                 println!("{summary}");
-                ExitCode::SUCCESS
+                Ok(true)
             }
             Err(e) => {
                 eprintln!("bastionctl: {e}");
-                ExitCode::FAILURE
+                Ok(false)
             }
-        },
+        };
     }
+    let config = Config::load(&cli.config)?;
+    let ctx = ReviewContext::from_config(&config.recording);
+    let mut out = std::io::stdout().lock();
+    let format = |json: bool| {
+        if json {
+            OutputFormat::Json
+        } else {
+            OutputFormat::Table
+        }
+    };
+    let ok = match cli.command {
+        Command::Check => unreachable!("handled above"),
+        Command::Sessions(SessionsCmd::List {
+            user,
+            since,
+            until,
+            container,
+            exit_nonzero,
+            json,
+        }) => {
+            let opts = ListOptions {
+                user,
+                since,
+                until,
+                container,
+                exit_nonzero,
+                format: format(json),
+            };
+            review::list(&ctx, &opts, &mut out)?;
+            true
+        }
+        Command::Sessions(SessionsCmd::Show { id, json }) => {
+            review::show(&ctx, &id, format(json), &mut out)?;
+            true
+        }
+        Command::Sessions(SessionsCmd::Play {
+            id,
+            speed,
+            idle_limit,
+        }) => {
+            let opts = PlayOptions { speed, idle_limit };
+            review::play(&ctx, &id, opts, &mut out, &mut std::io::stderr())?;
+            true
+        }
+        Command::Sessions(SessionsCmd::Search {
+            pattern,
+            user,
+            json,
+        }) => {
+            review::search(
+                &ctx,
+                &SearchOptions {
+                    pattern,
+                    user,
+                    json,
+                },
+                &mut out,
+            )? > 0
+        }
+        Command::Sessions(SessionsCmd::Export { id, html }) => {
+            review::export_html(&ctx, &id, &html, &mut out)?;
+            true
+        }
+        Command::Sessions(SessionsCmd::Prune {
+            older_than,
+            dry_run,
+        }) => {
+            review::prune(
+                &ctx,
+                PruneOptions {
+                    older_than,
+                    dry_run,
+                },
+                &mut out,
+            )?;
+            true
+        }
+        Command::Audit(AuditCmd::Verify { path }) => {
+            review::verify_audit(&ctx, path.as_deref(), &mut out)?
+        }
+    };
+    out.flush()?;
+    Ok(ok)
 }

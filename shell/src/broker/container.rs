@@ -22,6 +22,7 @@ use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use super::identity::Identity;
+use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
 use crate::config::{BastiondConfig, UserSettings};
 
 /// Label names of the Docker contract (design.md, "Contracts").
@@ -124,7 +125,17 @@ fn status_of(e: &DockerError) -> Option<u16> {
 /// Creates, starts and reuses users' containers.
 pub struct ContainerManager {
     docker: Docker,
+    audit: Arc<AuditLog>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Which container lifecycle event to audit.
+#[derive(Debug, Clone, Copy)]
+pub enum Lifecycle {
+    Create,
+    Start,
+    Stop,
+    Remove,
 }
 
 /// What a container is built from, before the per-container secret.
@@ -134,10 +145,28 @@ struct Spec {
 }
 
 impl ContainerManager {
-    pub fn new(docker: Docker) -> Self {
+    pub fn new(docker: Docker, audit: Arc<AuditLog>) -> Self {
         Self {
             docker,
+            audit,
             locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Writes a `container.*` audit event (off the async threads).
+    pub async fn audit(&self, what: Lifecycle, event: ContainerEvent) {
+        let audit = self.audit.clone();
+        let record = match what {
+            Lifecycle::Create => AuditEvent::ContainerCreate(event),
+            Lifecycle::Start => AuditEvent::ContainerStart(event),
+            Lifecycle::Stop => AuditEvent::ContainerStop(event),
+            Lifecycle::Remove => AuditEvent::ContainerRemove(event),
+        };
+        let name = record.name();
+        match tokio::task::spawn_blocking(move || audit.append(&record)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(event = name, error = %e, "cannot write audit event"),
+            Err(e) => tracing::error!(event = name, error = %e, "audit writer panicked"),
         }
     }
 
@@ -232,6 +261,16 @@ impl ContainerManager {
                     )
                     .await
                     .map_err(|e| docker_err("remove", e))?;
+                let reason = if dead {
+                    "dead"
+                } else {
+                    "configuration changed"
+                };
+                self.audit(
+                    Lifecycle::Remove,
+                    event(&who.name, &name, &id, c.image.as_deref(), reason),
+                )
+                .await;
             } else {
                 if !current {
                     tracing::info!(user = %who.name, container = %name, "configuration changed; recreation waits until no session is live");
@@ -250,12 +289,18 @@ impl ContainerManager {
             Some(found) => found,
             None => {
                 let id = self.create(config, who, spec, &name).await?;
+                let ev = event(&who.name, &name, &id, Some(&image_id), "login");
+                self.audit(Lifecycle::Create, ev).await;
                 (id, false, image_id, settings.role.clone())
             }
         };
         if !running {
             match self.docker.start_container(&id, None).await {
-                Ok(()) => tracing::info!(user = %who.name, container = %name, "started container"),
+                Ok(()) => {
+                    tracing::info!(user = %who.name, container = %name, "started container");
+                    let ev = event(&who.name, &name, &id, Some(&image_id), "login");
+                    self.audit(Lifecycle::Start, ev).await;
+                }
                 // 304: already running (another broker path started it).
                 Err(e) if status_of(&e) == Some(304) => {}
                 Err(e) => return Err(docker_err("start", e)),
@@ -425,6 +470,24 @@ impl ContainerManager {
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+}
+
+/// A `container.*` event.
+pub fn event(
+    user: &str,
+    name: &str,
+    id: &str,
+    image_id: Option<&str>,
+    reason: &str,
+) -> ContainerEvent {
+    ContainerEvent {
+        user: user.to_owned(),
+        container: name.to_owned(),
+        container_id: Some(id.to_owned()),
+        image: None,
+        image_digest: image_id.map(str::to_owned),
+        reason: Some(reason.to_owned()),
     }
 }
 

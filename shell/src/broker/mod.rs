@@ -10,6 +10,7 @@ pub mod identity;
 pub mod procs;
 pub mod pump;
 pub mod reaper;
+pub mod records;
 pub mod session;
 pub mod terminal;
 
@@ -24,7 +25,9 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
+use crate::recording;
 use container::ContainerManager;
 
 /// Why the broker could not start.
@@ -56,8 +59,11 @@ pub enum BrokerError {
 /// logged and the last good configuration stays in force.
 pub struct ConfigSource {
     path: PathBuf,
-    state: Mutex<(Arc<Config>, Option<(SystemTime, u64)>)>,
+    state: Mutex<(Arc<Config>, Option<Stamp>)>,
 }
+
+/// What tells a changed file apart: modification time and length.
+type Stamp = (SystemTime, u64);
 
 impl ConfigSource {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -89,7 +95,7 @@ impl ConfigSource {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
@@ -149,6 +155,8 @@ impl Drop for LiveGuard {
 /// Everything the sessions share.
 pub struct Broker {
     pub config: ConfigSource,
+    /// The audit trail (`[recording] audit_log`), shared with the proxy.
+    pub audit: Arc<AuditLog>,
     pub containers: ContainerManager,
     pub docker_socket: PathBuf,
     pub live: Arc<LiveSessions>,
@@ -176,9 +184,16 @@ impl Broker {
                     path: socket.clone(),
                     source,
                 })?;
+        let recording = config.current().recording.clone();
+        let mut audit = AuditLog::new(&recording.audit_log);
+        if recording.syslog {
+            audit = audit.with_syslog();
+        }
+        let audit = Arc::new(audit);
         Ok(Self {
             config,
-            containers: ContainerManager::new(docker),
+            containers: ContainerManager::new(docker, audit.clone()),
+            audit,
             docker_socket: socket,
             live: Arc::default(),
             shutdown: CancellationToken::new(),
@@ -192,7 +207,7 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     let mut broker = Broker::new(config_path)?;
     // Speak the Engine's API version (Debian's docker.io is older than bollard's default).
     if let Ok(docker) = broker.containers.docker().clone().negotiate_version().await {
-        broker.containers = ContainerManager::new(docker);
+        broker.containers = ContainerManager::new(docker, broker.audit.clone());
     }
     let broker = Arc::new(broker);
     let config = broker.config.current();
@@ -200,6 +215,7 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
         tracing::warn!(error = %e, "cannot prepare the bastion network yet; will retry at the first login");
     }
     reaper::recover(&broker).await;
+    recover_interrupted_sessions(&broker).await;
 
     let listener = listen(&config.bastiond.socket)?;
     tracing::info!(socket = %config.bastiond.socket.display(), "bastiond ready");
@@ -233,6 +249,27 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
     let _ = std::fs::remove_file(&config.bastiond.socket);
     Ok(())
+}
+
+/// Closes the records of sessions a crashed broker left open, before any
+/// new session starts.
+async fn recover_interrupted_sessions(broker: &Arc<Broker>) {
+    let log_dir = broker.config.current().recording.log_dir.clone();
+    let audit = broker.audit.clone();
+    let recovered =
+        tokio::task::spawn_blocking(move || recording::recover_interrupted(&log_dir, &audit)).await;
+    match recovered {
+        Ok(Ok(ends)) if !ends.is_empty() => {
+            let sessions: Vec<&str> = ends.iter().map(|e| e.session_id.as_str()).collect();
+            tracing::warn!(
+                ?sessions,
+                "closed the records of sessions interrupted by a crash"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot close interrupted sessions' records"),
+        Err(e) => tracing::error!(error = %e, "recovery of interrupted sessions panicked"),
+    }
 }
 
 /// Binds the shells' socket: its directory root-owned 0755, the socket 0666

@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 };
 
 use super::Broker;
-use super::container::labels;
+use super::container::{Lifecycle, event, labels};
 use super::procs;
 
 /// A bastion container as listed by Docker.
@@ -95,6 +95,8 @@ async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
                     .stop_container(&c.id, Some(StopContainerOptionsBuilder::new().t(5).build()))
                     .await?;
                 tracing::info!(container = %c.name, user = %c.user, "stopped idle container");
+                let ev = event(&c.user, &c.name, &c.id, None, "idle");
+                broker.containers.audit(Lifecycle::Stop, ev).await;
             }
         } else if stopped_for(broker, &c.id).await? >= config.bastiond.remove_after {
             docker
@@ -104,6 +106,14 @@ async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
                 )
                 .await?;
             tracing::info!(container = %c.name, user = %c.user, "removed long-stopped container");
+            let ev = event(
+                &c.user,
+                &c.name,
+                &c.id,
+                None,
+                "stopped longer than remove_after",
+            );
+            broker.containers.audit(Lifecycle::Remove, ev).await;
         }
     }
     Ok(())

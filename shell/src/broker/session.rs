@@ -20,13 +20,16 @@ use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
 use super::procs;
-use super::pump::{self, Counters, NoObserver, Observer, PumpEnd};
+use super::pump::{self, Counters, Observer, PumpEnd};
+use super::records::{self, RecordingObserver};
 use super::terminal::RawMode;
+use crate::audit::{EndedBy, SessionKind, SessionStart};
 use crate::config::ResolveError;
 use crate::protocol::{
     self, ClientMessage, EXIT_BASTION_FAILURE, FrameError, MAX_FRAME, Request, ServerMessage,
     WindowSize,
 };
+use crate::recording::{SessionLogError, SessionOutcome, SessionRecording};
 use crate::sys;
 
 /// Why a session could not run. Each has a short message for the user
@@ -57,6 +60,8 @@ pub enum SessionError {
     StartExec(#[from] ExecStartError),
     #[error("cannot use the session's terminal or pipes: {0}")]
     Fd(#[source] std::io::Error),
+    #[error("cannot write the session's records: {0}")]
+    Records(#[source] SessionLogError),
 }
 
 impl SessionError {
@@ -72,6 +77,7 @@ impl SessionError {
                 ENGINE_DOWN.into()
             }
             Self::StartExec(ExecStartError::Connect { .. }) => ENGINE_DOWN.into(),
+            Self::Records(_) => "sessions cannot be recorded right now, so logins are refused; please tell the bastion admins".into(),
             Self::CreateExec { .. } | Self::StartExec(_) => limit_hint(&self.to_string()).unwrap_or_else(|| {
                 "your session could not be started in your container; please try again or tell the bastion admins".into()
             }),
@@ -100,6 +106,14 @@ pub enum Ending {
 }
 
 impl Ending {
+    fn ended_by(self) -> EndedBy {
+        match self {
+            Ending::Exit => EndedBy::Exit,
+            Ending::ClientGone => EndedBy::ClientGone,
+            Ending::BrokerShutdown => EndedBy::BrokerShutdown,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Ending::Exit => "exit",
@@ -226,7 +240,7 @@ async fn run(
         }
     };
     let session_id = new_session_id();
-    let request = &received.request;
+    let request = &received.request.clone();
     // Counted live before the container is ensured, so the reaper never
     // stops a container a login is about to use.
     let live = broker.live.enter(&who.name);
@@ -241,26 +255,94 @@ async fn run(
         "session start"
     );
 
-    let exec_id = create_exec(
-        broker,
-        &config.bastiond.shell,
-        &who,
-        &running,
-        request,
-        &session_id,
-    )
-    .await?;
-    let outcome = attach(broker, &exec_id, received, control).await;
-    let (ending, counters) = match outcome {
+    let (kind, transfer_direction) = records::classify(request.command.as_deref());
+    let ssh_connection = request.env.get("SSH_CONNECTION").map(String::as_str);
+    let (remote_addr, remote_port) = records::remote_of(ssh_connection);
+    let start = SessionStart {
+        session_id: session_id.clone(),
+        user: who.name.clone(),
+        uid: who.uid,
+        groups: who.groups.clone(),
+        remote_addr,
+        remote_port,
+        container: running.name.clone(),
+        container_id: Some(running.id.clone()),
+        image: running.image.clone(),
+        image_digest: Some(running.image_id.clone()),
+        role: running.role.clone(),
+        kind,
+        command: request.command.clone(),
+        shell: Some(config.bastiond.shell.clone()),
+        transfer_direction,
+        tty: request.tty,
+        term: request.env.get("TERM").cloned(),
+        cols: request.size.map(|s| s.cols),
+        rows: request.size.map(|s| s.rows),
+        recording: None,
+        record_input: false,
+        unrecorded_reason: None,
+    };
+    // File transfers are counted, never recorded byte by byte.
+    let record = kind != SessionKind::FileTransfer;
+    let audit = broker.audit.clone();
+    let recording_config = config.recording.clone();
+    let recording = tokio::task::spawn_blocking(move || {
+        SessionRecording::begin_with_policy(&recording_config, &audit, start, record)
+    })
+    .await
+    .expect("session records panicked")
+    .map_err(SessionError::Records)?;
+    let recording = recording.map(|r| RecordingObserver(std::sync::Mutex::new(r)));
+    // The "you are recorded" notice: interactive sessions only, never in
+    // command or transfer sessions, where it would corrupt their output.
+    let banner = (kind == SessionKind::Shell && request.tty)
+        .then(|| config.recording.banner().map(str::to_owned))
+        .flatten();
+
+    let result = async {
+        let exec_id = create_exec(
+            broker,
+            &config.bastiond.shell,
+            &who,
+            &running,
+            request,
+            &session_id,
+        )
+        .await?;
+        let observer: &dyn Observer = match &recording {
+            Some(r) => r,
+            None => &pump::NoObserver,
+        };
+        let (ending, counters) = attach(
+            broker,
+            &exec_id,
+            received,
+            control,
+            observer,
+            banner.as_deref(),
+        )
+        .await?;
+        Ok::<_, SessionError>((exec_id, ending, counters))
+    }
+    .await;
+    let (exec_id, ending, counters) = match result {
         Ok(done) => done,
         Err(e) => {
             kill_session_processes(&running, &session_id, None).await;
+            let outcome = SessionOutcome {
+                ended_by: EndedBy::Error,
+                exit_code: None,
+                signal: None,
+                error: Some(e.to_string()),
+            };
+            end_records(broker, recording, outcome).await;
             return Err(e);
         }
     };
+    let mut killed = 0;
     if ending != Ending::Exit {
         let pid = exec_pid(broker, &exec_id).await;
-        let killed = kill_session_processes(&running, &session_id, pid).await;
+        killed = kill_session_processes(&running, &session_id, pid).await;
         tracing::info!(session = %session_id, killed, ended_by = ending.as_str(), "killed the session's processes");
     }
     let code = exit_code(broker, &exec_id).await;
@@ -270,6 +352,14 @@ async fn run(
         exit_code = code, ended_by = ending.as_str(), bytes_in, bytes_out,
         "session end"
     );
+    let signal = (killed > 0 && code == 128 + 9).then(|| "KILL".to_owned());
+    let outcome = SessionOutcome {
+        ended_by: ending.ended_by(),
+        exit_code: Some(code),
+        signal,
+        error: None,
+    };
+    end_records(broker, recording, outcome).await;
     drop(live);
     // Whatever the session left running in the background goes with it.
     let cleanup_running = running.clone();
@@ -346,6 +436,8 @@ async fn attach(
     exec_id: &str,
     received: Received,
     mut control: OwnedReadHalf,
+    observer: &dyn Observer,
+    banner: Option<&str>,
 ) -> Result<(Ending, Counters), SessionError> {
     let Received {
         request,
@@ -359,6 +451,14 @@ async fn attach(
     let stderr = FdIo::new(stderr, Interest::WRITABLE).map_err(SessionError::Fd)?;
     let hangup = stdout.hangup_watcher().map_err(SessionError::Fd)?;
 
+    if let Some(banner) = banner {
+        // Written before raw mode, so the terminal turns \n into \r\n.
+        let text = format!("{}\n", banner.trim_end());
+        stdout
+            .write_all(text.as_bytes())
+            .await
+            .map_err(SessionError::Fd)?;
+    }
     let mut raw = None;
     if request.tty {
         raw = Some(RawMode::enter(stdin.fd()).map_err(SessionError::Fd)?);
@@ -368,7 +468,6 @@ async fn attach(
     }
 
     let counters = Counters::default();
-    let observer: &dyn Observer = &NoObserver;
     let (from_exec, to_exec) = stream.socket.into_split();
     let from_exec = Cursor::new(stream.pending).chain(from_exec);
 
@@ -421,6 +520,24 @@ async fn attach(
         raw.restore();
     }
     Ok((ending, counters))
+}
+
+/// Closes the session's recording and writes `session.end` (blocking I/O).
+async fn end_records(
+    broker: &Broker,
+    recording: Option<RecordingObserver>,
+    outcome: SessionOutcome,
+) {
+    let Some(recording) = recording else {
+        return;
+    };
+    let recording = recording.0.into_inner().unwrap_or_else(|e| e.into_inner());
+    let audit = broker.audit.clone();
+    match tokio::task::spawn_blocking(move || recording.end(&audit, outcome)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the end of a session's records"),
+        Err(e) => tracing::error!(error = %e, "session records panicked"),
+    }
 }
 
 async fn resize(broker: &Broker, exec_id: &str, size: WindowSize) {

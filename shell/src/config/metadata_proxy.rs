@@ -221,6 +221,7 @@ fn check_passthrough(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::super::Config;
+    use super::MetadataProxyConfig;
 
     fn problem(text: &str) -> (Option<String>, Option<usize>) {
         let p = Config::parse(text).unwrap_err();
@@ -304,5 +305,32 @@ mod tests {
         }
         let (got, _) = problem("[metadata_proxy]\nrequire_imdsv3 = true\n");
         assert_eq!(got.as_deref(), Some("require_imdsv3"));
+    }
+
+    #[test]
+    fn the_documented_section_parses_with_every_key_set() {
+        // provisioning/metadata-proxy.toml lists every key, commented out.
+        let doc = include_str!("../../../provisioning/metadata-proxy.toml");
+        let text: String = doc
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::parse(&text).unwrap_or_else(|p| panic!("{p}\n{text}"));
+        let proxy = config.metadata_proxy;
+        assert_eq!(proxy.listen_address, Some("172.30.0.1".parse().unwrap()));
+        assert_eq!(proxy.port, MetadataProxyConfig::default().port);
+        assert_eq!(proxy.account_id.as_deref(), Some("123456789012"));
+        assert_eq!(proxy.passthrough.len(), 3);
     }
 }

@@ -84,6 +84,7 @@ pub struct CastEnv {
 /// bastion's own header keys, under `"bastion"` (players ignore unknown
 /// keys; checked with Debian's asciinema 2.2 and asciinema-player 3).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BastionHeader {
     pub session_id: String,
     pub user: String,

@@ -74,8 +74,12 @@ impl BlockWriter {
                                     error = Some(e);
                                 }
                             }
-                            block.clear();
-                            let _ = free_tx.try_send(block);
+                            // Reuse it, unless a flood of escapes grew it
+                            // far past the usual size.
+                            if block.capacity() <= 2 * block_capacity {
+                                block.clear();
+                                let _ = free_tx.try_send(block);
+                            }
                         }
                         Job::Snapshot(reply) => {
                             let _ = reply.send((size, hex::encode(hasher.clone().finalize())));

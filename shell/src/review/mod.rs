@@ -198,6 +198,21 @@ mod tests {
     }
 
     #[test]
+    fn verify_audit_reports_and_returns_the_verdict() {
+        let f = testutil::fixture();
+        let mut out = Vec::new();
+        assert!(verify_audit(&f.ctx, None, &mut out).unwrap());
+        assert!(testutil::text(out).starts_with("OK: 8 lines"));
+        let text = std::fs::read_to_string(&f.ctx.audit_log).unwrap();
+        std::fs::write(&f.ctx.audit_log, text.replacen("alice", "mallory", 1)).unwrap();
+        let mut out = Vec::new();
+        assert!(!verify_audit(&f.ctx, None, &mut out).unwrap());
+        let report = testutil::text(out);
+        assert!(report.contains("CHAIN BROKEN"), "{report}");
+        assert!(report.contains("audit.jsonl:1: edited"), "{report}");
+    }
+
+    #[test]
     fn offsets_format() {
         assert_eq!(format_offset(12.54), "0:00:12.5");
         assert_eq!(format_offset(3725.0), "1:02:05.0");

@@ -186,3 +186,117 @@ impl Drop for Restore {
         service("restart", "bastiond");
     }
 }
+
+/// Runs `f` with `extra` appended to the config (a `[recording]` table:
+/// the installed config has none of its own), then restores it.
+fn with_recording_config(extra: &str, f: impl FnOnce()) {
+    let original = std::fs::read_to_string(CONFIG_PATH).unwrap();
+    assert!(
+        !original.contains("\n[recording]"),
+        "config already has [recording]"
+    );
+    let _restore = Restore(original.clone());
+    write_config(&format!(
+        "{}\n\n[recording]\n{extra}\n",
+        original.trim_end()
+    ));
+    f();
+}
+
+#[test]
+fn record_input_records_keystrokes() {
+    let _serial = serial();
+    let u = user("bt-rec-input");
+    with_recording_config("record_input = true", || {
+        let term = Terminal::open(&u, 80, 24);
+        term.wait_for(&format!("{}@{}:~$", u.name, u.name));
+        term.type_line("read -s pw; echo done-reading");
+        term.type_line("keystroke-secret-123");
+        term.wait_for("done-reading");
+        term.type_line("exit");
+        term.wait_for("SSH-EXIT=0");
+    });
+    let cast = std::fs::read_dir(format!("/var/log/bastion/sessions/{}", u.name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let text = std::fs::read_to_string(cast).unwrap();
+    let input: String = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e[1] == "i")
+        .filter_map(|e| e[2].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        input.contains("keystroke-secret-123"),
+        "input events: {input:?}"
+    );
+}
+
+#[test]
+fn a_full_log_disk_refuses_logins() {
+    let _serial = serial();
+    let u = user("bt-fulldisk");
+    let dir = format!("/tmp/bastion-e2e-tinylog-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", &dir]));
+    // Fill it up.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={dir}/filler"), "bs=4k"])
+        .stderr(Stdio::null())
+        .status();
+    let mut outcome = None;
+    with_recording_config(
+        &format!("log_dir = \"{dir}\"\naudit_log = \"{dir}/audit.jsonl\""),
+        || outcome = Some(ssh_run(&u, "echo should-not-run")),
+    );
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    let out = outcome.unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be recorded"), "{err}");
+    // With the log directory back, logins work again.
+    assert_eq!(ssh_text(&u, "echo ok").trim(), "ok");
+}
+
+#[test]
+fn a_broker_stop_mid_session_closes_the_record() {
+    let _serial = serial();
+    let u = user("bt-rec-restart");
+    let marker = format!("brokerstop{}", std::process::id());
+    let mut live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    service("restart", "bastiond");
+    let _ = live.wait();
+    let audit = std::fs::read_to_string("/var/log/bastion/audit.jsonl").unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let start = events
+        .iter()
+        .rev()
+        .find(|e| {
+            e["event"] == "session.start"
+                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
+        })
+        .expect("session.start");
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session.end" && e["session_id"] == start["session_id"])
+        .expect("session.end written before the broker stopped");
+    assert_eq!(end["ended_by"], "broker_shutdown");
+}

@@ -228,5 +228,9 @@ fi
 if [[ -n "$previous" && "$previous" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]]; then
     docker image rm "$previous" >/dev/null 2>&1 || true
 fi
+# Older rootfs tarballs and base images (another package list) are garbage.
+find "$cache" -maxdepth 1 -name "rootfs-$SUITE-*.tar" ! -path "$tarball" -delete
+docker image ls --format '{{.Repository}}:{{.Tag}}' bastion/user-base | grep -vxF "$base" |
+    xargs -r docker image rm >/dev/null 2>&1 || true
 size="$(docker image inspect --format '{{.Size}}' "$tag")"
 say "built $tag ($((size / 1000000)) MB) in $((SECONDS - start)) s; $INPUTS_LABEL=$inputs"

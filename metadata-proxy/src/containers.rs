@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
@@ -47,6 +47,8 @@ pub struct ContainerIdentity {
     pub ip: Ipv4Addr,
     /// Access key id last handed to this container (one audit event each).
     pub last_handed_key: Mutex<Option<String>>,
+    /// Its role session, resolved on first use by the API.
+    pub session: OnceLock<Option<Arc<crate::metadata_api::ResolvedSession>>>,
 }
 
 impl ContainerIdentity {
@@ -108,6 +110,7 @@ impl ContainerIdentity {
             token_sha256,
             ip,
             last_handed_key: Mutex::new(None),
+            session: OnceLock::new(),
         })
     }
 }

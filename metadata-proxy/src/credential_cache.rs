@@ -13,7 +13,7 @@
 //!   (more than `expiry_margin` left), never expired ones, else the error.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
@@ -107,7 +107,7 @@ struct EntryState {
 pub struct CredentialCache<S> {
     sts: S,
     tuning: Tuning,
-    entries: Mutex<HashMap<CacheKey, Arc<Entry>>>,
+    entries: RwLock<HashMap<CacheKey, Arc<Entry>>>,
     metrics: Arc<Metrics>,
     auditor: Auditor,
 }
@@ -124,7 +124,7 @@ impl<S: AssumeRole> CredentialCache<S> {
         Self {
             sts,
             tuning,
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
             metrics,
             auditor,
         }
@@ -134,10 +134,14 @@ impl<S: AssumeRole> CredentialCache<S> {
         self.tuning
     }
 
-    fn entry(&self, request: &AssumeRoleRequest) -> Arc<Entry> {
-        let key = CacheKey::of(request);
-        let mut entries = self.entries.lock().expect("cache lock");
-        if let Some(entry) = entries.get(&key)
+    fn entry(&self, key: &CacheKey, request: &AssumeRoleRequest) -> Arc<Entry> {
+        if let Some(entry) = self.entries.read().expect("cache lock").get(key)
+            && entry.request == *request
+        {
+            return entry.clone();
+        }
+        let mut entries = self.entries.write().expect("cache lock");
+        if let Some(entry) = entries.get(key)
             && entry.request == *request
         {
             return entry.clone();
@@ -149,7 +153,7 @@ impl<S: AssumeRole> CredentialCache<S> {
             fetch_lock: AsyncMutex::new(()),
             state: Mutex::new(EntryState::default()),
         });
-        entries.insert(key, entry.clone());
+        entries.insert(key.clone(), entry.clone());
         entry
     }
 
@@ -158,7 +162,16 @@ impl<S: AssumeRole> CredentialCache<S> {
         &self,
         request: &AssumeRoleRequest,
     ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
-        let entry = self.entry(request);
+        self.get_keyed(&CacheKey::of(request), request).await
+    }
+
+    /// [`CredentialCache::get`] with the key already made (hot path).
+    pub async fn get_keyed(
+        &self,
+        key: &CacheKey,
+        request: &AssumeRoleRequest,
+    ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
+        let entry = self.entry(key, request);
         let now = SystemTime::now();
         let cached = entry.state.lock().expect("entry lock").creds.clone();
         if let Some(creds) = cached {
@@ -188,7 +201,7 @@ impl<S: AssumeRole> CredentialCache<S> {
     /// Starts fetching credentials for `request` unless they are cached or
     /// being fetched (a container just started).
     pub fn prefetch(self: &Arc<Self>, request: &AssumeRoleRequest) {
-        let entry = self.entry(request);
+        let entry = self.entry(&CacheKey::of(request), request);
         let cached_ok = entry
             .state
             .lock()
@@ -307,7 +320,7 @@ impl<S: AssumeRole> CredentialCache<S> {
         let now = SystemTime::now();
         let mut to_refresh = Vec::new();
         {
-            let mut entries = self.entries.lock().expect("cache lock");
+            let mut entries = self.entries.write().expect("cache lock");
             entries.retain(|key, _| wanted.contains(key));
             for entry in entries.values() {
                 let state = entry.state.lock().expect("entry lock");
@@ -330,7 +343,7 @@ impl<S: AssumeRole> CredentialCache<S> {
 
     /// Number of cached keys (metrics, tests).
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("cache lock").len()
+        self.entries.read().expect("cache lock").len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -394,6 +407,7 @@ mod tests {
                 issued_at: now,
                 assumed_role_arn: Some(format!("{}/{}", request.role_arn, request.session_name)),
                 request_id: Some(format!("req-{n}")),
+                rendered: Default::default(),
             })
         }
     }

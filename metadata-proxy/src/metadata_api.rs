@@ -22,7 +22,7 @@ use time::macros::format_description;
 
 use crate::audit_events::{Auditor, Endpoint};
 use crate::containers::{ContainerIdentity, Directory, DockerWatcher};
-use crate::credential_cache::{CacheError, CredentialCache};
+use crate::credential_cache::{CacheError, CacheKey, CredentialCache};
 use crate::imds_token::{TokenIssuer, parse_ttl};
 use crate::metrics::Metrics;
 use crate::passthrough::Upstream;
@@ -99,6 +99,15 @@ impl SessionSettings {
     }
 }
 
+/// A container's role and AssumeRole request, resolved once per container
+/// (kept on its [`ContainerIdentity`]): the hot path allocates nothing.
+#[derive(Debug)]
+pub struct ResolvedSession {
+    pub role: Role,
+    pub request: AssumeRoleRequest,
+    pub key: CacheKey,
+}
+
 /// A session tag value: STS allows letters, digits, spaces and `_.:/=+-@`,
 /// up to 256 characters.
 fn tag_value(text: &str) -> String {
@@ -152,9 +161,14 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
+fn render(body: &impl Serialize) -> Bytes {
+    serde_json::to_vec_pretty(body)
+        .expect("serializing plain structs cannot fail")
+        .into()
+}
+
 fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(body).expect("serializing plain structs cannot fail");
-    text(status, body)
+    text(status, render(body))
 }
 
 fn status_text(status: StatusCode) -> &'static str {
@@ -307,6 +321,20 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
         self.imds(request, caller_ip).await
     }
 
+    fn session_of(&self, caller: &ContainerIdentity) -> Option<Arc<ResolvedSession>> {
+        caller
+            .session
+            .get_or_init(|| {
+                let (role, request) = self.settings.session.request_for(caller)?;
+                Some(Arc::new(ResolvedSession {
+                    key: CacheKey::of(&request),
+                    role,
+                    request,
+                }))
+            })
+            .clone()
+    }
+
     async fn caller(&self, ip: Option<Ipv4Addr>) -> Option<Arc<ContainerIdentity>> {
         self.lookup.lookup(ip?).await
     }
@@ -365,14 +393,14 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                 _ => refuse("not-found", StatusCode::NOT_FOUND),
             };
         };
-        let role = self.settings.session.request_for(&caller);
+        let session = self.session_of(&caller);
         match rest {
             "" => ("listing", text(StatusCode::OK, self.root_listing())),
             "meta-data" | "meta-data/" => (
                 "listing",
-                text(StatusCode::OK, self.meta_data_listing(role.is_some())),
+                text(StatusCode::OK, self.meta_data_listing(session.is_some())),
             ),
-            "meta-data/iam" | "meta-data/iam/" => match role {
+            "meta-data/iam" | "meta-data/iam/" => match session {
                 Some(_) => (
                     "listing",
                     text(StatusCode::OK, "info\nsecurity-credentials/"),
@@ -380,21 +408,19 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                 None => refuse("no-role", StatusCode::NOT_FOUND),
             },
             "meta-data/iam/security-credentials" | "meta-data/iam/security-credentials/" => {
-                match role {
-                    Some((role, _)) => ("iam-role-list", text(StatusCode::OK, role.name)),
+                match session {
+                    Some(s) => ("iam-role-list", text(StatusCode::OK, s.role.name.clone())),
                     None => refuse("no-role", StatusCode::NOT_FOUND),
                 }
             }
-            "meta-data/iam/info" => match role {
-                Some((role, _)) => ("iam-info", json(StatusCode::OK, &instance_profile(&role))),
+            "meta-data/iam/info" => match session {
+                Some(s) => ("iam-info", json(StatusCode::OK, &instance_profile(&s.role))),
                 None => refuse("no-role", StatusCode::NOT_FOUND),
             },
             _ => {
                 if let Some(name) = rest.strip_prefix("meta-data/iam/security-credentials/") {
-                    return match role {
-                        Some((role, request)) if name == role.name => {
-                            self.imds_credentials(&caller, &request).await
-                        }
+                    return match session {
+                        Some(s) if name == s.role.name => self.imds_credentials(&caller, &s).await,
                         _ => refuse("other-role", StatusCode::NOT_FOUND),
                     };
                 }
@@ -470,21 +496,25 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
     async fn imds_credentials(
         &self,
         caller: &ContainerIdentity,
-        request: &AssumeRoleRequest,
+        session: &ResolvedSession,
     ) -> Answer {
-        match self.cache.get(request).await {
+        let request = &session.request;
+        match self.cache.get_keyed(&session.key, request).await {
             Ok((creds, _)) => {
                 self.audit_hand_out(caller, request, &creds, Endpoint::Imds);
-                let body = ImdsCredentials {
-                    code: "Success",
-                    last_updated: ec2_time(creds.issued_at),
-                    kind: "AWS-HMAC",
-                    access_key_id: &creds.access_key_id,
-                    secret_access_key: creds.secret_access_key.expose(),
-                    token: creds.session_token.expose(),
-                    expiration: ec2_time(creds.expiration),
-                };
-                ("iam-credentials", json(StatusCode::OK, &body))
+                // Rendered once per credential: the hot path only clones it.
+                let body = creds.rendered.imds.get_or_init(|| {
+                    render(&ImdsCredentials {
+                        code: "Success",
+                        last_updated: ec2_time(creds.issued_at),
+                        kind: "AWS-HMAC",
+                        access_key_id: &creds.access_key_id,
+                        secret_access_key: creds.secret_access_key.expose(),
+                        token: creds.session_token.expose(),
+                        expiration: ec2_time(creds.expiration),
+                    })
+                });
+                ("iam-credentials", text(StatusCode::OK, body.clone()))
             }
             Err(CacheError::Sts(error)) => {
                 tracing::error!(
@@ -546,25 +576,28 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                 "the Authorization token is not this container's",
             );
         }
-        let Some((role, assume)) = self.settings.session.request_for(&caller) else {
+        let Some(session) = self.session_of(&caller) else {
             return error(
                 StatusCode::NOT_FOUND,
                 "NoRole",
                 "this container has no IAM role",
             );
         };
-        match self.cache.get(&assume).await {
+        let (role, assume) = (&session.role, &session.request);
+        match self.cache.get_keyed(&session.key, assume).await {
             Ok((creds, _)) => {
-                self.audit_hand_out(&caller, &assume, &creds, Endpoint::ContainerCredentials);
-                let body = ContainerCredentials {
-                    role_arn: &role.arn,
-                    access_key_id: &creds.access_key_id,
-                    secret_access_key: creds.secret_access_key.expose(),
-                    token: creds.session_token.expose(),
-                    expiration: ec2_time(creds.expiration),
-                    account_id: &role.account_id,
-                };
-                ("container-credentials", json(StatusCode::OK, &body))
+                self.audit_hand_out(&caller, assume, &creds, Endpoint::ContainerCredentials);
+                let body = creds.rendered.container.get_or_init(|| {
+                    render(&ContainerCredentials {
+                        role_arn: &role.arn,
+                        access_key_id: &creds.access_key_id,
+                        secret_access_key: creds.secret_access_key.expose(),
+                        token: creds.session_token.expose(),
+                        expiration: ec2_time(creds.expiration),
+                        account_id: &role.account_id,
+                    })
+                });
+                ("container-credentials", text(StatusCode::OK, body.clone()))
             }
             Err(CacheError::Sts(e)) => {
                 tracing::error!(

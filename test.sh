@@ -28,7 +28,7 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test --workspace"
-cargo test --workspace "$@"
+step "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast "$@"
 
 say "all checks and tests passed"

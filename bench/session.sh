@@ -12,6 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
 RUNS="${RUNS:-30}"
 IMAGE="${IMAGE:-bastion/user:latest}"
 key=/etc/bastion/demo/keys/alice
@@ -27,7 +28,7 @@ if ! id "$plain" >/dev/null 2>&1; then
     usermod -p '*' "$plain"
 fi
 plainkey="$OUT/plainkey"
-ssh-keygen -q -t ed25519 -N '' -f "$plainkey" <<<y >/dev/null
+rm -f "$plainkey" "$plainkey.pub"; ssh-keygen -q -t ed25519 -N "" -f "$plainkey" >/dev/null
 install -m 0644 "$plainkey.pub" "/etc/bastion/authorized_keys/$plain"
 cleanup() { rm -f "/etc/bastion/authorized_keys/$plain"; userdel -r "$plain" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -5,6 +5,9 @@
 #
 #   image/build.sh [--tag bastion/user:latest] [--refresh]
 #
+#   --refresh   rebuild the rootfs (fresh security updates) and the image
+#               even when nothing changed
+#
 # Fast when nothing changed: the image carries the SHA-256 of its inputs
 # (label bastion.image.inputs) and is not rebuilt when that matches; the
 # rootfs tarball is cached in /var/cache/bastion keyed by the package list.
@@ -34,7 +37,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit "${1:-2}"
 }
 
@@ -63,7 +66,7 @@ done
 [[ -n "$tag" ]] || die "--tag must not be empty"
 
 [[ "$(id -u)" == 0 ]] || die "must run as root (debootstrap and docker need it): sudo $0"
-for tool in debootstrap docker sha256sum tar; do
+for tool in debootstrap docker sha256sum tar flock findmnt; do
     command -v "$tool" >/dev/null || die "$tool not found; install it (apt-get install debootstrap docker.io) or run provisioning/install.sh"
 done
 docker info >/dev/null 2>&1 ||
@@ -92,6 +95,16 @@ inputs="sha256:$({
     printf '%s  kubectl\n' "$(sha <"$kubectl_bin")"
 } | sha)"
 
+# One build at a time (concurrent runs would share the cache and the tag);
+# a run that waited then usually finds the image up to date.
+mkdir -p "$cache/apt-archives"
+chmod 0755 "$cache"
+exec 9>"$cache/build.lock"
+if ! flock -n 9; then
+    say "waiting for another image/build.sh to finish"
+    flock -w 1800 9 || die "another image/build.sh held $cache/build.lock for 30 minutes"
+fi
+
 current="$(docker image inspect --format "{{ index .Config.Labels \"$INPUTS_LABEL\" }}" "$tag" 2>/dev/null || true)"
 if [[ "$current" == "$inputs" && "$refresh" == false ]]; then
     say "$tag is up to date ($INPUTS_LABEL=$inputs)"
@@ -99,8 +112,6 @@ if [[ "$current" == "$inputs" && "$refresh" == false ]]; then
 fi
 
 start=$SECONDS
-mkdir -p "$cache/apt-archives"
-chmod 0755 "$cache"
 tarball="$cache/rootfs-$SUITE-${rootfs_key:0:16}.tar"
 base="bastion/user-base:${rootfs_key:0:16}"
 work="$(mktemp -d "$cache/build.XXXXXX")"

@@ -32,8 +32,8 @@ readonly BASE_PACKAGES=(
     docker.io openssh-server openssh-client debootstrap rsync iptables
     kubectx awscli asciinema tmux iproute2 util-linux ca-certificates
 )
-# What the test suite needs on top: a venv for moto (the STS server), tmux
-# to drive interactive sessions.
+# What the test suite needs on top: a venv for moto (the STS server, installed
+# by provisioning/sts-demo.sh), tmux to drive interactive sessions.
 readonly TEST_PACKAGES=(python3-venv python3-pip tmux)
 
 usage() {
@@ -45,7 +45,9 @@ step() { say "-- $*"; }
 
 ensure_packages() {
     local packages=("${BASE_PACKAGES[@]}")
-    [[ "$mode" == test ]] && packages+=("${TEST_PACKAGES[@]}")
+    if [[ "$mode" == test ]]; then
+        packages+=("${TEST_PACKAGES[@]}")
+    fi
     apt_ensure "${packages[@]}"
     # The image copies the host's kubectl. Debian 12 has only kubectl 1.20
     # (kubernetes-client): used when the host has no kubectl of its own.
@@ -59,11 +61,12 @@ ensure_docker() {
     if dockerd_ready; then
         return 0
     fi
-    is_systemd && systemctl is-active --quiet docker.service && {
+    if is_systemd && systemctl is-active --quiet docker.service; then
+        # Up but not answering yet (just started by someone else).
         service_define dockerd
         service_wait_ready
         return 0
-    }
+    fi
     service_start dockerd
     ensure_dir "$BASTION_RUN" 0755
     : >"$DOCKERD_MARKER"
@@ -92,7 +95,9 @@ install_binaries() {
     target="${CARGO_TARGET_DIR:-$BASTION_REPO/target}"
     local build=(env "PATH=$(dirname "$cargo"):$PATH" "CARGO_TARGET_DIR=$target" "$cargo" build --release --bins)
     if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$(stat -c %U "$BASTION_REPO")" == "$SUDO_USER" ]]; then
-        build=(runuser -u "$SUDO_USER" -- "${build[@]}")
+        local home
+        home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
+        build=(runuser -u "$SUDO_USER" -- env "HOME=$home" "${build[@]:1}")
     fi
     (cd "$BASTION_REPO" && "${build[@]}") || die "cargo build --release --bins failed (output above)"
 
@@ -108,7 +113,9 @@ install_binaries() {
         fi
         if install_if_changed "$target/release/$bin" "$dest" 0755; then
             say "installed $dest"
-            [[ "$bin" == bastiond ]] && bastiond_changed=true
+            if [[ "$bin" == bastiond ]]; then
+                bastiond_changed=true
+            fi
         fi
     done
     grep -qxF "$BASTION_SHELL" /etc/shells || echo "$BASTION_SHELL" >>/etc/shells
@@ -188,9 +195,12 @@ ensure_demo_users() {
         chown "$owner" "$key"
         chmod 0600 "$key"
         chmod 0644 "$key.pub"
-        # Quiet when the user is already as wanted.
-        "$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub" 2>/dev/null ||
-            "$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub"
+        local out
+        out="$("$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub" 2>&1)" || die "$out"
+        # Quiet when the user was already there.
+        if [[ "$out" == *created* ]]; then
+            echo "$out" >&2
+        fi
     done
 }
 
@@ -242,13 +252,47 @@ print_summary() {
     echo "Config: $BASTION_CONFIG   Logs: $BASTION_LOG_DIR/   Stop: $0 --down"
 }
 
+# The image builds (mostly downloads and dpkg) while cargo compiles; its
+# output is shown when it is waited for.
+image_pid=""
+image_log=""
+start_image_build() {
+    image_log="$(mktemp)"
+    "$BASTION_REPO/image/build.sh" --tag "$IMAGE_TAG" >"$image_log" 2>&1 &
+    image_pid=$!
+}
+
+wait_image_build() {
+    [[ -n "$image_pid" ]] || return 0
+    local status=0
+    wait "$image_pid" || status=$?
+    image_pid=""
+    cat "$image_log" >&2
+    rm -f "$image_log"
+    ((status == 0)) || die "image/build.sh failed (output above)"
+}
+
+# On any exit: no policy-rc.d of ours left behind, and no image build cut
+# off half-way (build.sh cleans up its mounts when it ends).
+on_exit() {
+    apt_release_policy
+    if [[ -n "$image_pid" ]]; then
+        say "waiting for image/build.sh to finish (its output: $image_log)"
+        wait "$image_pid" || true
+    fi
+    if [[ -n "$image_log" ]]; then
+        rm -f "$image_log"
+    fi
+}
+
 up() {
     step "Debian packages"
     ensure_packages
     ensure_layout
     step "Docker Engine"
     ensure_docker
-    step "binaries (cargo build --release --bins)"
+    step "users' image ($IMAGE_TAG, built in the background) and binaries (cargo build --release --bins)"
+    start_image_build
     install_binaries
     step "configuration"
     ensure_config
@@ -256,8 +300,12 @@ up() {
     ensure_units
     step "demo users"
     ensure_demo_users
+    if [[ "$mode" == test && -x "$BASTION_PROVISIONING/sts-demo.sh" ]]; then
+        step "moto (STS for the tests) in a venv"
+        "$BASTION_PROVISIONING/sts-demo.sh" install
+    fi
     step "users' image ($IMAGE_TAG)"
-    "$BASTION_REPO/image/build.sh" --tag "$IMAGE_TAG"
+    wait_image_build
     step "services"
     start_services
     ensure_known_hosts
@@ -284,7 +332,7 @@ main() {
     *) usage ;;
     esac
     require_root
-    trap apt_release_policy EXIT
+    trap on_exit EXIT
     if [[ "$mode" == down ]]; then
         down
     else

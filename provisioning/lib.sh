@@ -108,7 +108,7 @@ find_cargo() {
         echo "$c"
         return 0
     fi
-    for home in "${HOME:-/root}" /root ${SUDO_USER:+"$(getent passwd "$SUDO_USER" | cut -d: -f6)"}; do
+    for home in ${SUDO_USER:+"$(getent passwd "$SUDO_USER" | cut -d: -f6)"} "${HOME:-/root}" /root; do
         if [[ -x "$home/.cargo/bin/cargo" ]]; then
             echo "$home/.cargo/bin/cargo"
             return 0
@@ -154,6 +154,8 @@ sshd_config_value() {
 # ------------------------------------------------------------- services ---
 # Each service is described by service_define NAME, which sets:
 #   SVC_UNIT     systemd unit (used when systemd is PID 1)
+#   SVC_SOCKET_UNIT  its socket unit, if any: stopped with it, or socket
+#                activation would restart the service at the next request
 #   SVC_CMD      command line (array) when run without systemd
 #   SVC_EXE      the executable, to recognise the process behind a pidfile
 #   SVC_PIDFILE  pidfile when run without systemd
@@ -175,6 +177,7 @@ service_define() {
     SVC_PRESTART=:
     SVC_SHARED=false
     SVC_OWN_PIDFILE=""
+    SVC_SOCKET_UNIT=""
     SVC_WAIT=30
     case "$1" in
     bastiond)
@@ -195,6 +198,7 @@ service_define() {
         ;;
     dockerd)
         SVC_UNIT=docker.service
+        SVC_SOCKET_UNIT=docker.socket
         SVC_EXE="$(command -v dockerd || echo /usr/sbin/dockerd)"
         SVC_CMD=("$SVC_EXE")
         SVC_READY=dockerd_ready
@@ -335,7 +339,7 @@ service_start() {
 service_stop() {
     service_define "$1"
     if is_systemd; then
-        systemctl stop "$SVC_UNIT"
+        systemctl stop ${SVC_SOCKET_UNIT:+"$SVC_SOCKET_UNIT"} "$SVC_UNIT"
         return 0
     fi
     local pid

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +23,8 @@ use bollard::Docker;
 use bollard::models::{ContainerSummary, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -47,6 +50,12 @@ pub struct ContainerIdentity {
     pub ip: Ipv4Addr,
     /// Access key id last handed to this container (one audit event each).
     pub last_handed_key: Mutex<Option<String>>,
+    /// Rate limit of the "no credentials" error line for this container.
+    pub error_log: crate::credential_cache::RateLimit,
+    /// A pidfd of the container's init process, once known: lets a lookup
+    /// tell that the container died even before its `die` event arrives,
+    /// so a reused IP never maps to a dead container.
+    pub pidfd: OnceLock<OwnedFd>,
     /// Its role session, resolved on first use by the API.
     pub session: OnceLock<Option<Arc<crate::metadata_api::ResolvedSession>>>,
 }
@@ -60,6 +69,20 @@ impl ContainerIdentity {
         };
         let digest: [u8; 32] = Sha256::digest(presented).into();
         digest.ct_eq(expected).into()
+    }
+
+    /// False once the container's init process has exited (a pidfd becomes
+    /// readable then). True while unknown: the events stream decides.
+    pub fn is_alive(&self) -> bool {
+        let Some(fd) = self.pidfd.get() else {
+            return true;
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        !matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
     }
 
     fn same_as(&self, other: &ContainerIdentity) -> bool {
@@ -110,6 +133,8 @@ impl ContainerIdentity {
             token_sha256,
             ip,
             last_handed_key: Mutex::new(None),
+            error_log: Default::default(),
+            pidfd: OnceLock::new(),
             session: OnceLock::new(),
         })
     }
@@ -344,6 +369,30 @@ impl DockerWatcher {
             .collect())
     }
 
+    /// Opens a pidfd of the container's init process (one inspect call,
+    /// only for containers that are new or changed).
+    async fn watch_pid(&self, entry: &Arc<ContainerIdentity>) {
+        if entry.pidfd.get().is_some() {
+            return;
+        }
+        let pid = match self.docker.inspect_container(&entry.id, None).await {
+            Ok(inspect) => inspect.state.and_then(|s| s.pid).unwrap_or(0),
+            Err(error) => {
+                tracing::debug!(%error, id = %entry.id, "cannot inspect a container for its pid");
+                return;
+            }
+        };
+        let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+            return;
+        };
+        match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => {
+                let _ = entry.pidfd.set(fd);
+            }
+            Err(error) => tracing::debug!(%error, id = %entry.id, "cannot open a pidfd"),
+        }
+    }
+
     fn announce(&self, entry: &Arc<ContainerIdentity>) {
         tracing::info!(
             container = %entry.name,
@@ -361,6 +410,7 @@ impl DockerWatcher {
         let listing = self.list(None).await?;
         for entry in self.directory.replace_all(listing) {
             self.announce(&entry);
+            self.watch_pid(&entry).await;
         }
         Ok(())
     }
@@ -373,6 +423,7 @@ impl DockerWatcher {
                     let (entry, changed) = self.directory.upsert(container);
                     if changed {
                         self.announce(&entry);
+                        self.watch_pid(&entry).await;
                     }
                 }
                 _ => {
@@ -392,12 +443,12 @@ impl DockerWatcher {
 
     /// The container at `ip`: from the directory, else asked from Docker.
     pub async fn lookup(&self, ip: Ipv4Addr) -> Option<Arc<ContainerIdentity>> {
-        if let Some(found) = self.directory.by_ip(ip) {
+        if let Some(found) = self.live_at(ip) {
             return Some(found);
         }
         let mut misses = self.misses.lock().await;
         // Someone may have found it while we waited.
-        if let Some(found) = self.directory.by_ip(ip) {
+        if let Some(found) = self.live_at(ip) {
             return Some(found);
         }
         if misses.get(&ip).is_some_and(|t| t.elapsed() < NEGATIVE_TTL) {
@@ -419,8 +470,21 @@ impl DockerWatcher {
         let (entry, changed) = self.directory.upsert(container);
         if changed {
             self.announce(&entry);
+            self.watch_pid(&entry).await;
         }
         Some(entry)
+    }
+
+    /// The container recorded at `ip` if it is still alive; a dead one
+    /// (its `die` event not processed yet) is forgotten on the spot.
+    fn live_at(&self, ip: Ipv4Addr) -> Option<Arc<ContainerIdentity>> {
+        let found = self.directory.by_ip(ip)?;
+        if found.is_alive() {
+            return Some(found);
+        }
+        tracing::info!(container = %found.name, %ip, "container at this address has exited: forgetting it before its event arrives");
+        self.directory.remove(&found.id);
+        None
     }
 
     /// Follows the events stream until `shutdown` flips, reconnecting with
@@ -628,6 +692,27 @@ mod tests {
         .unwrap();
         assert!(c.token_sha256.is_none());
         assert!(!c.token_matches(b"ABC"));
+    }
+
+    #[test]
+    fn an_exited_init_process_makes_the_entry_dead_at_once() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let c = identity("a", "172.30.0.9", "alice");
+        assert!(
+            c.is_alive(),
+            "unknown pid: alive until the events stream says otherwise"
+        );
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        c.pidfd
+            .set(pidfd_open(pid, PidfdFlags::empty()).unwrap())
+            .unwrap();
+        assert!(c.is_alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!c.is_alive());
     }
 
     #[test]

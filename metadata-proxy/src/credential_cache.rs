@@ -93,6 +93,33 @@ struct Entry {
     request: AssumeRoleRequest,
     fetch_lock: AsyncMutex<()>,
     state: Mutex<EntryState>,
+    warnings: RateLimit,
+}
+
+impl Entry {
+    fn warn_now(&self) -> bool {
+        self.warnings.allow()
+    }
+}
+
+/// Lets a repeated log line through at most once a minute (SDKs poll: an
+/// outage must not flood the log).
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    last: Mutex<Option<Instant>>,
+}
+
+impl RateLimit {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub fn allow(&self) -> bool {
+        let mut last = self.last.lock().expect("rate limit lock");
+        if last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
 }
 
 #[derive(Default)]
@@ -152,6 +179,7 @@ impl<S: AssumeRole> CredentialCache<S> {
             request: request.clone(),
             fetch_lock: AsyncMutex::new(()),
             state: Mutex::new(EntryState::default()),
+            warnings: RateLimit::default(),
         });
         entries.insert(key.clone(), entry.clone());
         entry
@@ -185,12 +213,14 @@ impl<S: AssumeRole> CredentialCache<S> {
                 // otherwise have replaced these): serve what is still
                 // valid now, and retry STS in the background.
                 self.metrics.cache_stale.inc();
-                tracing::warn!(
-                    role_arn = %request.role_arn,
-                    session_name = %request.session_name,
-                    seconds_left = left.as_secs(),
-                    "serving cached credentials with less than the usual time left: STS refresh is failing"
-                );
+                if entry.warn_now() {
+                    tracing::warn!(
+                        role_arn = %request.role_arn,
+                        session_name = %request.session_name,
+                        seconds_left = left.as_secs(),
+                        "serving cached credentials with less than the usual time left: STS refresh is failing"
+                    );
+                }
                 return Ok((creds, Outcome::Stale));
             }
         }
@@ -554,6 +584,14 @@ mod tests {
         // During back-off the same error comes without another call.
         assert!(cache.get(&req).await.is_err());
         assert_eq!(sts.calls(), 4);
+    }
+
+    #[test]
+    fn a_rate_limited_line_passes_once_a_minute() {
+        let limit = RateLimit::default();
+        assert!(limit.allow());
+        assert!(!limit.allow());
+        assert!(!limit.allow());
     }
 
     #[tokio::test]

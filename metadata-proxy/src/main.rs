@@ -1,6 +1,7 @@
 //! `bastion-metadata-proxy --config /etc/bastion/bastion.toml`
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use bastion_metadata_proxy::server::{ProxyOptions, start};
@@ -18,14 +19,23 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bastion-metadata-proxy: {}", chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let config = bastion::config::Config::load(&args.config)
         .with_context(|| format!("cannot start with {}", args.config.display()))?;
     let proxy = start(ProxyOptions::from_config(&config)).await?;
@@ -39,4 +49,20 @@ async fn main() -> anyhow::Result<()> {
     proxy.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The error and its causes on one line, leaving out causes that the
+/// message before already quotes.
+fn chain(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

@@ -67,6 +67,22 @@ pub struct SessionSettings {
 }
 
 impl SessionSettings {
+    /// [`SessionSettings::request_for`], computed once per container and
+    /// kept on it (a bad role label is logged once, not per request).
+    pub fn resolve(&self, container: &ContainerIdentity) -> Option<Arc<ResolvedSession>> {
+        container
+            .session
+            .get_or_init(|| {
+                let (role, request) = self.request_for(container)?;
+                Some(Arc::new(ResolvedSession {
+                    key: CacheKey::of(&request),
+                    role,
+                    request,
+                }))
+            })
+            .clone()
+    }
+
     /// The role and the AssumeRole request for a container; `None` when it
     /// has no (valid) role label.
     pub fn request_for(&self, container: &ContainerIdentity) -> Option<(Role, AssumeRoleRequest)> {
@@ -322,17 +338,7 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
     }
 
     fn session_of(&self, caller: &ContainerIdentity) -> Option<Arc<ResolvedSession>> {
-        caller
-            .session
-            .get_or_init(|| {
-                let (role, request) = self.settings.session.request_for(caller)?;
-                Some(Arc::new(ResolvedSession {
-                    key: CacheKey::of(&request),
-                    role,
-                    request,
-                }))
-            })
-            .clone()
+        self.settings.session.resolve(caller)
     }
 
     async fn caller(&self, ip: Option<Ipv4Addr>) -> Option<Arc<ContainerIdentity>> {
@@ -517,13 +523,15 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                 ("iam-credentials", text(StatusCode::OK, body.clone()))
             }
             Err(CacheError::Sts(error)) => {
-                tracing::error!(
-                    container = %caller.name,
-                    user = %caller.user,
-                    role_arn = %request.role_arn,
-                    %error,
-                    "no valid credentials to hand out: STS is failing and the cache holds none"
-                );
+                if caller.error_log.allow() {
+                    tracing::error!(
+                        container = %caller.name,
+                        user = %caller.user,
+                        role_arn = %request.role_arn,
+                        %error,
+                        "no valid credentials to hand out: STS is failing and the cache holds none"
+                    );
+                }
                 let code = if error.code() == "AccessDenied" {
                     "AssumeRoleUnauthorizedAccess".to_owned()
                 } else {
@@ -600,13 +608,15 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                 ("container-credentials", text(StatusCode::OK, body.clone()))
             }
             Err(CacheError::Sts(e)) => {
-                tracing::error!(
-                    container = %caller.name,
-                    user = %caller.user,
-                    role_arn = %assume.role_arn,
-                    error = %e,
-                    "no valid credentials to hand out: STS is failing and the cache holds none"
-                );
+                if caller.error_log.allow() {
+                    tracing::error!(
+                        container = %caller.name,
+                        user = %caller.user,
+                        role_arn = %assume.role_arn,
+                        error = %e,
+                        "no valid credentials to hand out: STS is failing and the cache holds none"
+                    );
+                }
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     e.code(),

@@ -147,9 +147,16 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         None => Auditor::tracing_only(),
     };
     let sts = AwsSts::new(&options.sts).await;
-    let account_id = match &options.proxy.account_id {
-        Some(account) => account.clone(),
-        None => sts.caller_account().await.map_err(StartError::Account)?,
+    let account_id = match (&options.proxy.account_id, sts.caller_identity().await) {
+        (configured, Ok((account, arn))) => {
+            tracing::info!(%arn, "the proxy's own AWS identity (it assumes the users' roles with it)");
+            configured.clone().unwrap_or(account)
+        }
+        (Some(configured), Err(error)) => {
+            tracing::warn!(%error, "cannot check the proxy's own AWS identity; going on with metadata_proxy.account_id");
+            configured.clone()
+        }
+        (None, Err(error)) => return Err(StartError::Account(error)),
     };
     let session = SessionSettings {
         naming: RoleNaming {
@@ -174,8 +181,8 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         let session = session.clone();
         Box::new(
             move |container: &Arc<crate::containers::ContainerIdentity>| {
-                if let Some((_, request)) = session.request_for(container) {
-                    cache.prefetch(&request);
+                if let Some(resolved) = session.resolve(container) {
+                    cache.prefetch(&resolved.request);
                 }
             },
         )
@@ -278,8 +285,8 @@ async fn refresh_loop<S: crate::sts::AssumeRole>(
                 let wanted: HashSet<CacheKey> = directory
                     .all()
                     .iter()
-                    .filter_map(|c| session.request_for(c))
-                    .map(|(_, request)| CacheKey::of(&request))
+                    .filter_map(|c| session.resolve(c))
+                    .map(|resolved| resolved.key.clone())
                     .collect();
                 cache.scan(&wanted);
             }

@@ -157,9 +157,10 @@ impl AwsSts {
         }
     }
 
-    /// The account of the proxy's own credentials (role names without an
-    /// ARN are resolved in it when the config names no account).
-    pub async fn caller_account(&self) -> Result<String, StsError> {
+    /// The proxy's own identity: (account, ARN). Role names without an
+    /// ARN are resolved in that account when the config names none; the
+    /// call also warms the client up before the first container asks.
+    pub async fn caller_identity(&self) -> Result<(String, String), StsError> {
         let out = self
             .client
             .get_caller_identity()
@@ -168,11 +169,10 @@ impl AwsSts {
             .map_err(|e| StsError::CallerIdentity {
                 message: DisplayErrorContext(&e).to_string(),
             })?;
-        out.account()
-            .map(str::to_owned)
-            .ok_or(StsError::CallerIdentity {
-                message: "the answer carried no account".into(),
-            })
+        let account = out.account().ok_or(StsError::CallerIdentity {
+            message: "the answer carried no account".into(),
+        })?;
+        Ok((account.to_owned(), out.arn().unwrap_or_default().to_owned()))
     }
 }
 

@@ -586,3 +586,56 @@ async fn sts_down_keeps_serving_warm_credentials_and_says_so_when_there_are_none
     assert_eq!(ecs.status, 503, "{}", ecs.body);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_eks_get_token_presigns_as_the_users_assumed_role() {
+    // Reference: `aws eks get-token` presigns GetCallerIdentity locally;
+    // the cluster resolves the identity by replaying the URL.
+    prerequisites();
+    let _serial = serial().await;
+    let moto = Moto::start();
+    let proxy = start_proxy(options(&moto, None)).await;
+    let user = unique("frank");
+    let frank = TestContainer::start(&user, Some("dev"), None);
+    let (ok, out, err) = frank.exec(&[], &["aws", "eks", "get-token", "--cluster-name", "demo"]);
+    assert!(ok, "aws eks get-token: {err}");
+    let token = json(&out)["status"]["token"].as_str().unwrap().to_owned();
+    let encoded = token.strip_prefix("k8s-aws-v1.").expect("an EKS token");
+    use base64::Engine;
+    let url = String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .unwrap(),
+    )
+    .unwrap();
+    // Replay it against the STS server, as the cluster would against STS.
+    let rest = url.strip_prefix("https://").expect("an https URL");
+    let (host, path_and_query) = rest.split_once('/').expect("a path");
+    assert!(
+        host.starts_with("sts.") && host.ends_with(".amazonaws.com"),
+        "{url}"
+    );
+    assert!(path_and_query.contains("Action=GetCallerIdentity"), "{url}");
+    // moto routes unsigned requests to S3; an Authorization header naming
+    // the token's own credential scope routes it to STS (the identity is
+    // still the access key the token was signed with).
+    let credential = path_and_query
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("X-Amz-Credential="))
+        .expect("a presigned URL")
+        .replace("%2F", "/");
+    let routing =
+        format!("AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0");
+    let reply = http(
+        ([127, 0, 0, 1], moto.port).into(),
+        "GET",
+        host,
+        &format!("/{path_and_query}"),
+        &[("x-k8s-aws-id", "demo"), ("Authorization", &routing)],
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let expected = format!("<Arn>arn:aws:sts::{ACCOUNT}:assumed-role/dev/{user}</Arn>");
+    assert!(reply.body.contains(&expected), "{}", reply.body);
+    proxy.shutdown().await;
+}

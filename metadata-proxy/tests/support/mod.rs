@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bastion::config::{Config, MetadataProxyConfig};
+use bastion::config::Config;
 use bastion_metadata_proxy::credential_cache::Tuning;
 use bastion_metadata_proxy::secret::Secret;
 use bastion_metadata_proxy::server::{ProxyOptions, RunningProxy, start};
@@ -194,10 +194,6 @@ pub async fn start_proxy(options: ProxyOptions) -> RunningProxy {
     }
 }
 
-pub fn default_config() -> MetadataProxyConfig {
-    MetadataProxyConfig::default()
-}
-
 /// A labelled user container on the bastion network, removed on drop.
 pub struct TestContainer {
     pub name: String,
@@ -239,6 +235,8 @@ impl TestContainer {
         if let Some(ip) = ip {
             args.extend(["--ip".into(), ip.to_string()]);
         }
+        // Marks the tests' own containers (for anyone cleaning up).
+        args.extend(["--label".into(), "bastion.test=metadata-proxy".into()]);
         if labelled {
             args.extend([
                 "--label".into(),

@@ -195,7 +195,12 @@ impl ContainerManager {
         let _guard = lock.lock().await;
         let name = Self::name_of(&who.name);
 
-        let image = match self.docker.inspect_image(&settings.image).await {
+        // Both questions at once: they are independent.
+        let (image, existing) = tokio::join!(
+            self.docker.inspect_image(&settings.image),
+            self.docker.inspect_container(&name, None)
+        );
+        let image = match image {
             Ok(image) => image,
             Err(e) if status_of(&e) == Some(404) => {
                 return Err(ContainerError::ImageMissing {
@@ -214,7 +219,7 @@ impl ContainerManager {
         let image_id = image.id.unwrap_or_default();
         let spec = build_spec(config, who, settings, &image_id);
 
-        let existing = match self.docker.inspect_container(&name, None).await {
+        let existing = match existing {
             Ok(c) => Some(c),
             Err(e) if status_of(&e) == Some(404) => None,
             Err(e) if is_unreachable(&e) => return Err(ContainerError::DockerUnavailable(e)),

@@ -48,19 +48,10 @@ impl FdIo {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = match self {
             Self::Async(fd) => fd,
+            // Files and /dev/null never block for long: read in place.
             Self::Blocking(fd) => {
-                let fd = fd.clone();
-                let len = buf.len();
-                let (n, data) = tokio::task::spawn_blocking(move || {
-                    let mut data = vec![0u8; len];
-                    let n = rustix::io::read(&*fd, &mut data[..]);
-                    (n, data)
-                })
-                .await
-                .map_err(io::Error::other)?;
-                let n = n?;
-                buf[..n].copy_from_slice(&data[..n]);
-                return Ok(n);
+                return tokio::task::block_in_place(|| rustix::io::read(&**fd, buf))
+                    .map_err(io::Error::from);
             }
         };
         loop {
@@ -80,18 +71,13 @@ impl FdIo {
         let fd = match self {
             Self::Async(fd) => fd,
             Self::Blocking(fd) => {
-                let fd = fd.clone();
-                let data = buf.to_vec();
-                return tokio::task::spawn_blocking(move || {
-                    let mut rest = &data[..];
-                    while !rest.is_empty() {
-                        let n = rustix::io::write(&*fd, rest)?;
-                        rest = &rest[n..];
+                return tokio::task::block_in_place(|| {
+                    while !buf.is_empty() {
+                        let n = rustix::io::write(&**fd, buf)?;
+                        buf = &buf[n..];
                     }
                     Ok(())
-                })
-                .await
-                .map_err(io::Error::other)?;
+                });
             }
         };
         while !buf.is_empty() {

@@ -12,7 +12,7 @@ use bollard::exec::CreateExecOptions;
 use bollard::query_parameters::ResizeExecOptions;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedReadHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::Broker;
 use super::container::{ContainerError, ENGINE_DOWN, Running};
@@ -149,9 +149,8 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream) {
         }
     };
     let (reader, mut writer) = stream.into_split();
-    let reply = match run(&broker, uid, received, reader).await {
-        Ok(Some(code)) => ServerMessage::Exit { code },
-        Ok(None) => return, // the shell is gone: nobody to tell
+    let reply = match run(&broker, uid, received, reader, &mut writer).await {
+        Ok(()) => return,
         Err(e) => {
             tracing::error!(uid, error = %error_chain(&e), "session failed");
             ServerMessage::Error {
@@ -222,12 +221,25 @@ async fn receive(stream: &UnixStream) -> Result<Received, SessionError> {
 }
 
 /// Runs the session; `Ok(None)` when the client went away before the end.
+/// Runs the session. The exit code goes to the shell as soon as it is
+/// known; the session's end is recorded after that (a crash in between is
+/// covered: the open-session marker makes the next start-up write it).
 async fn run(
     broker: &Arc<Broker>,
     uid: u32,
     received: Received,
     control: OwnedReadHalf,
-) -> Result<Option<i32>, SessionError> {
+    reply: &mut OwnedWriteHalf,
+) -> Result<(), SessionError> {
+    let t0 = std::time::Instant::now();
+    let phase = |name: &str| {
+        tracing::debug!(
+            uid,
+            phase = name,
+            elapsed_us = t0.elapsed().as_micros() as u64,
+            "session phase"
+        )
+    };
     let who = tokio::task::spawn_blocking(move || identity::lookup(uid))
         .await
         .expect("identity lookup panicked")?;
@@ -245,6 +257,7 @@ async fn run(
     // stops a container a login is about to use.
     let live = broker.live.enter(&who.name);
     let others_live = || broker.live.count(&who.name).saturating_sub(1);
+    phase("identified");
     let running = broker
         .containers
         .ensure(&config.bastiond, &who, &settings, others_live)
@@ -286,12 +299,24 @@ async fn run(
     let record = kind != SessionKind::FileTransfer;
     let audit = broker.audit.clone();
     let recording_config = config.recording.clone();
-    let recording = tokio::task::spawn_blocking(move || {
+    phase("container ready");
+    // The records are begun while the Engine creates the exec (it is only
+    // started once the records exist).
+    let begin = tokio::task::spawn_blocking(move || {
         SessionRecording::begin_with_policy(&recording_config, &audit, start, record)
-    })
-    .await
-    .expect("session records panicked")
-    .map_err(SessionError::Records)?;
+    });
+    let exec = create_exec(
+        broker,
+        &config.bastiond.shell,
+        &who,
+        &running,
+        request,
+        &session_id,
+    );
+    let (recording, exec_id) = tokio::join!(begin, exec);
+    let recording = recording
+        .expect("session records panicked")
+        .map_err(SessionError::Records)?;
     let recording = recording.map(|r| RecordingObserver(std::sync::Mutex::new(r)));
     // The "you are recorded" notice: interactive sessions only, never in
     // command or transfer sessions, where it would corrupt their output.
@@ -299,16 +324,9 @@ async fn run(
         .then(|| config.recording.banner().map(str::to_owned))
         .flatten();
 
+    phase("records begun");
     let result = async {
-        let exec_id = create_exec(
-            broker,
-            &config.bastiond.shell,
-            &who,
-            &running,
-            request,
-            &session_id,
-        )
-        .await?;
+        let exec_id = exec_id?;
         let observer: &dyn Observer = match &recording {
             Some(r) => r,
             None => &pump::NoObserver,
@@ -345,13 +363,23 @@ async fn run(
         killed = kill_session_processes(&running, &session_id, pid).await;
         tracing::info!(session = %session_id, killed, ended_by = ending.as_str(), "killed the session's processes");
     }
+    phase("stream ended");
     let code = exit_code(broker, &exec_id).await;
+    phase("exit code read");
     let (bytes_in, bytes_out) = counters.snapshot();
     tracing::info!(
         session = %session_id, user = %who.name, container = %running.name,
         exit_code = code, ended_by = ending.as_str(), bytes_in, bytes_out,
         "session end"
     );
+    let code_for_shell = match ending {
+        Ending::Exit => Some(code),
+        Ending::BrokerShutdown => Some(EXIT_BASTION_FAILURE),
+        Ending::ClientGone => None, // nobody to tell
+    };
+    if let Some(code) = code_for_shell {
+        let _ = protocol::write_frame_async(reply, &ServerMessage::Exit { code }).await;
+    }
     let signal = (killed > 0 && code == 128 + 9).then(|| "KILL".to_owned());
     let outcome = SessionOutcome {
         ended_by: ending.ended_by(),
@@ -360,6 +388,7 @@ async fn run(
         error: None,
     };
     end_records(broker, recording, outcome).await;
+    phase("records ended");
     drop(live);
     // Whatever the session left running in the background goes with it.
     let cleanup_running = running.clone();
@@ -367,11 +396,7 @@ async fn run(
     tokio::spawn(async move {
         kill_session_processes(&cleanup_running, &cleanup_id, None).await;
     });
-    Ok(match ending {
-        Ending::Exit => Some(code),
-        Ending::BrokerShutdown => Some(EXIT_BASTION_FAILURE),
-        Ending::ClientGone => None,
-    })
+    Ok(())
 }
 
 async fn create_exec(

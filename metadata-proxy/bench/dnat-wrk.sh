@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Benchmark of bastion-metadata-proxy through the real DNAT path (not a test):
+# cached credential requests from inside a user container's network
+# namespace to http://169.254.169.254/..., with wrk at 1/16/64 connections;
+# the first credential request of new containers (prefetched); the proxy's
+# RSS with N user containers known.
+#
+#   sudo metadata-proxy/bench/dnat-wrk.sh [--duration 10s] [--containers 200]
+#
+# Uses its own network bastion-mpt (172.30.200.0/24, like the integration
+# tests) and moto on loopback; cleans up what it started. Needs: root,
+# Docker, the image bastion/user:latest, wrk (apt-get install wrk), moto
+# (provisioning/sts-demo.sh install), cargo.
+set -euo pipefail
+
+duration=10s
+containers=200
+while (($#)); do
+    case "$1" in
+    --duration) duration="$2" ;;
+    --containers) containers="$2" ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+    shift 2
+done
+
+die() { echo "dnat-wrk: $*" >&2; exit 1; }
+[[ $EUID -eq 0 ]] || die "run as root (Docker, iptables, nsenter)"
+command -v wrk >/dev/null || die "wrk missing: apt-get install wrk"
+docker info >/dev/null 2>&1 || die "the Docker Engine does not answer"
+docker image inspect bastion/user:latest >/dev/null 2>&1 || die "image bastion/user:latest missing: image/build.sh"
+moto=/opt/bastion/moto/bin/moto_server
+[[ -x "$moto" ]] || die "moto missing: provisioning/sts-demo.sh install"
+
+repo="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target-proxy}"
+(cd "$repo" && cargo build --release -q -p bastion-metadata-proxy)
+proxy_bin="$CARGO_TARGET_DIR/release/bastion-metadata-proxy"
+
+network=bastion-mpt subnet=172.30.200.0/24 gateway=172.30.200.1
+docker network inspect "$network" >/dev/null 2>&1 ||
+    docker network create --driver bridge --subnet "$subnet" --gateway "$gateway" \
+        --opt "com.docker.network.bridge.name=$network" \
+        --opt com.docker.network.bridge.enable_icc=false "$network" >/dev/null
+"$repo/provisioning/metadata-proxy-iptables.sh" apply --bridge "$network" --gateway "$gateway" --port 8775 >/dev/null
+
+work="$(mktemp -d)"
+moto_port=$((20000 + RANDOM % 10000))
+admin_port=$((30000 + RANDOM % 10000))
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    docker ps -aq --filter label=bastion.bench=dnat-wrk | xargs -r docker rm -f >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$moto" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+pids+=($!)
+cat >"$work/bastion.toml" <<TOML
+[metadata_proxy]
+admin_listen = "127.0.0.1:$admin_port"
+account_id = "123456789012"
+sts_endpoint = "http://127.0.0.1:$moto_port"
+sts_region = "us-east-1"
+imds_upstream = "http://127.0.0.1:$moto_port"
+
+[bastiond.network]
+name = "$network"
+subnet = "$subnet"
+
+[recording]
+audit_log = "$work/audit/audit.jsonl"
+syslog = false
+TOML
+chmod 600 "$work/bastion.toml"
+sleep 2
+AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench "$proxy_bin" --config "$work/bastion.toml" >"$work/proxy.log" 2>&1 &
+proxy_pid=$!
+pids+=("$proxy_pid")
+for _ in $(seq 60); do
+    curl -fsS "127.0.0.1:$admin_port/healthz" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+curl -fsS "127.0.0.1:$admin_port/healthz" >/dev/null || { cat "$work/proxy.log"; die "the proxy did not become healthy"; }
+
+start_container() { # NAME -> pid of its init
+    docker run -d --name "bastion-$1" --network "$network" --label bastion.bench=dnat-wrk \
+        --label "bastion.user=$1" --label bastion.role=dev \
+        --entrypoint sleep bastion/user:latest infinity >/dev/null
+    docker inspect -f '{{.State.Pid}}' "bastion-$1"
+}
+
+url=http://169.254.169.254/latest/meta-data/iam/security-credentials/dev
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "proxy: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'), release build"
+pid="$(start_container mpbench-wrk)"
+nsenter -t "$pid" -n curl -fsS -o /dev/null "$url"
+echo
+echo "cached credential requests, wrk inside the container's netns, through DNAT ($duration each):"
+printf '%-12s %12s %10s %10s\n' connections req/s p50 p99
+for c in 1 16 64; do
+    t=2
+    ((c == 1)) && t=1
+    out="$(nsenter -t "$pid" -n wrk -t"$t" -c"$c" -d"$duration" --latency "$url")"
+    grep -q "Non-2xx" <<<"$out" && die "non-2xx answers during the run: $out"
+    printf '%-12s %12s %10s %10s\n' "$c" \
+        "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+        "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
+        "$(awk '$1 == "99%" {print $2}' <<<"$out")"
+done
+
+echo
+echo "first credential request of a new container, right after 'docker run' returns:"
+for i in 1 2 3 4 5; do
+    p="$(start_container "mpbench-first$i")"
+    nsenter -t "$p" -n curl -fsS -o /dev/null -w "  %{time_total}s\n" "$url"
+done
+
+if ((containers > 0)); then
+    echo
+    echo "RSS with $containers more user containers known:"
+    seq 1 "$containers" | xargs -P 4 -I{} sh -c "docker run -d --name bastion-mpbench-rss{} --network $network --label bastion.bench=dnat-wrk --label bastion.user=mpbench-rss{} --label bastion.role=dev --entrypoint sleep bastion/user:latest infinity >/dev/null"
+    sleep 5
+    curl -fsS "127.0.0.1:$admin_port/metrics" | grep -E '^bastion_metadata_proxy_(containers_known|sts_assume_role_calls_total)'
+    echo "  proxy RSS: $(ps -o rss= -p "$proxy_pid") KiB"
+fi

@@ -3,9 +3,11 @@
 # cached credential requests from inside a user container's network
 # namespace to http://169.254.169.254/..., with wrk at 1/16/64 connections;
 # the first credential request of new containers (prefetched); the proxy's
-# RSS with N user containers known.
+# RSS with N user containers known; then the same wrk runs against nginx
+# serving a static 500-byte JSON on the same DNAT path (the ceiling), side
+# by side on the same machine and load.
 #
-#   sudo metadata-proxy/bench/dnat-wrk.sh [--duration 10s] [--containers 200]
+#   sudo metadata-proxy/bench/dnat-wrk.sh [--duration 10s] [--containers 200] [--no-nginx]
 #
 # Uses its own network bastion-mpt (172.30.200.0/24, like the integration
 # tests) and moto on loopback; cleans up what it started. Needs: root,
@@ -15,18 +17,21 @@ set -euo pipefail
 
 duration=10s
 containers=200
+nginx=true
 while (($#)); do
     case "$1" in
-    --duration) duration="$2" ;;
-    --containers) containers="$2" ;;
+    --duration) duration="$2"; shift ;;
+    --containers) containers="$2"; shift ;;
+    --no-nginx) nginx=false ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     esac
-    shift 2
+    shift
 done
 
 die() { echo "dnat-wrk: $*" >&2; exit 1; }
 [[ $EUID -eq 0 ]] || die "run as root (Docker, iptables, nsenter)"
 command -v wrk >/dev/null || die "wrk missing: apt-get install wrk"
+! $nginx || command -v nginx >/dev/null || die "nginx missing: apt-get install nginx-light (or pass --no-nginx)"
 docker info >/dev/null 2>&1 || die "the Docker Engine does not answer"
 docker image inspect bastion/user:latest >/dev/null 2>&1 || die "image bastion/user:latest missing: image/build.sh"
 moto=/opt/bastion/moto/bin/moto_server
@@ -97,19 +102,23 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "proxy: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'), release build"
 pid="$(start_container mpbench-wrk)"
 nsenter -t "$pid" -n curl -fsS -o /dev/null "$url"
-echo
-echo "cached credential requests, wrk inside the container's netns, through DNAT ($duration each):"
-printf '%-12s %12s %10s %10s\n' connections req/s p50 p99
-for c in 1 16 64; do
-    t=2
-    ((c == 1)) && t=1
-    out="$(nsenter -t "$pid" -n wrk -t"$t" -c"$c" -d"$duration" --latency "$url")"
-    grep -q "Non-2xx" <<<"$out" && die "non-2xx answers during the run: $out"
-    printf '%-12s %12s %10s %10s\n' "$c" \
-        "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
-        "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
-        "$(awk '$1 == "99%" {print $2}' <<<"$out")"
-done
+run_wrk() { # TITLE
+    echo
+    echo "$1, wrk inside the container's netns, through DNAT ($duration each):"
+    printf '%-12s %12s %10s %10s\n' connections req/s p50 p99
+    local c t out
+    for c in 1 16 64; do
+        t=2
+        ((c == 1)) && t=1
+        out="$(nsenter -t "$pid" -n wrk -t"$t" -c"$c" -d"$duration" --latency "$url")"
+        grep -q "Non-2xx" <<<"$out" && die "non-2xx answers during the run: $out"
+        printf '%-12s %12s %10s %10s\n' "$c" \
+            "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+            "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
+            "$(awk '$1 == "99%" {print $2}' <<<"$out")"
+    done
+}
+run_wrk "bastion-metadata-proxy, cached credentials"
 
 echo
 echo "first credential request of a new container, right after 'docker run' returns:"
@@ -125,4 +134,37 @@ if ((containers > 0)); then
     sleep 5
     curl -fsS "127.0.0.1:$admin_port/metrics" | grep -E '^bastion_metadata_proxy_(containers_known|sts_assume_role_calls_total)'
     echo "  proxy RSS: $(ps -o rss= -p "$proxy_pid") KiB"
+fi
+
+if $nginx; then
+    # The ceiling: nginx serving a static 500-byte JSON on the same address,
+    # port and path, in place of the proxy.
+    kill "$proxy_pid"
+    wait "$proxy_pid" 2>/dev/null || true
+    mkdir -p "$work/www/latest/meta-data/iam/security-credentials"
+    chmod -R a+rX "$work/www"
+    chmod a+x "$work" # nginx's workers run as nobody
+    head -c 500 /dev/zero | tr '\0' 'x' | sed 's/^/{"k":"/; s/.\{8\}$/"}/' >"$work/www/latest/meta-data/iam/security-credentials/dev"
+    cat >"$work/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events {}
+http {
+    access_log off;
+    server {
+        listen $gateway:8775;
+        root $work/www;
+        default_type text/plain;
+    }
+}
+NGINX
+    nginx -c "$work/nginx.conf" &
+    pids+=($!)
+    for _ in $(seq 50); do
+        nsenter -t "$pid" -n curl -fsS -o /dev/null "$url" 2>/dev/null && break
+        sleep 0.2
+    done
+    run_wrk "nginx, static 500-byte JSON (the ceiling)"
 fi

@@ -339,6 +339,14 @@ impl ContainerManager {
             labels::CREDENTIALS_TOKEN_SHA256.into(),
             hex::encode(Sha256::digest(&token)),
         );
+        // Debian 12's AWS CLI (2.9) ignores the token file, gets a 401 and
+        // gives up instead of falling back to IMDS: give it the token too.
+        // It is the user's own secret, like the file; only root sees the
+        // container's environment from outside.
+        body.env.get_or_insert_with(Default::default).push(format!(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN={}",
+            String::from_utf8_lossy(&token)
+        ));
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         let created = match self
             .docker

@@ -24,6 +24,7 @@ readonly DEMO_DIR="$BASTION_ETC/demo"
 readonly DEMO_USERS=(alice bob)
 readonly IMAGE_TAG=bastion/user:latest
 readonly DOCKERD_MARKER="$BASTION_RUN/dockerd.started-by-install"
+readonly STS_DEMO_PORT="${STS_DEMO_PORT:-5000}"
 mode=demo
 
 # What a bastion host runs on. iproute2 (ss) and util-linux (setsid, flock)
@@ -34,7 +35,7 @@ readonly BASE_PACKAGES=(
 )
 # What the test suite needs on top: a venv for moto (the STS server, installed
 # by provisioning/sts-demo.sh), tmux to drive interactive sessions.
-readonly TEST_PACKAGES=(python3-venv python3-pip tmux)
+readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate hyperfine wrk)
 
 usage() {
     sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
@@ -89,17 +90,25 @@ ensure_layout() {
 # repo, so target/ stays theirs) and installs those that changed. Sets
 # bastiond_changed.
 bastiond_changed=false
+proxy_changed=false
 install_binaries() {
     local cargo target
     cargo="$(find_cargo)" || die "cargo not found (PATH, ~/.cargo/bin): install Rust (https://rustup.rs) and re-run"
     target="${CARGO_TARGET_DIR:-$BASTION_REPO/target}"
-    local build=(env "PATH=$(dirname "$cargo"):$PATH" "CARGO_TARGET_DIR=$target" "$cargo" build --release --bins)
+    # --test installs the dev build the test suite compiles anyway (a
+    # release build would double CI's compile time); --demo the release.
+    local profile=release profile_flag=(--release)
+    if [[ "$mode" == test ]]; then
+        profile=debug
+        profile_flag=()
+    fi
+    local build=(env "PATH=$(dirname "$cargo"):$PATH" "CARGO_TARGET_DIR=$target" "$cargo" build "${profile_flag[@]}" --bins)
     if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$(stat -c %U "$BASTION_REPO")" == "$SUDO_USER" ]]; then
         local home
         home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
         build=(runuser -u "$SUDO_USER" -- env "HOME=$home" "${build[@]:1}")
     fi
-    (cd "$BASTION_REPO" && "${build[@]}") || die "cargo build --release --bins failed (output above)"
+    (cd "$BASTION_REPO" && "${build[@]}") || die "cargo build ${profile_flag[*]} --bins failed (output above)"
 
     local bin dest
     for bin in bastion-shell bastionctl bastiond bastion-metadata-proxy; do
@@ -107,15 +116,15 @@ install_binaries() {
         bastiond | bastion-metadata-proxy) dest=/usr/local/sbin/$bin ;;
         *) dest=/usr/local/bin/$bin ;;
         esac
-        if [[ ! -f "$target/release/$bin" ]]; then
-            [[ "$bin" == bastion-metadata-proxy ]] && continue
-            die "cargo did not produce $target/release/$bin"
+        if [[ ! -f "$target/$profile/$bin" ]]; then
+            die "cargo did not produce $target/$profile/$bin"
         fi
-        if install_if_changed "$target/release/$bin" "$dest" 0755; then
+        if install_if_changed "$target/$profile/$bin" "$dest" 0755; then
             say "installed $dest"
-            if [[ "$bin" == bastiond ]]; then
-                bastiond_changed=true
-            fi
+            case "$bin" in
+            bastiond) bastiond_changed=true ;;
+            bastion-metadata-proxy) proxy_changed=true ;;
+            esac
         fi
     done
     grep -qxF "$BASTION_SHELL" /etc/shells || echo "$BASTION_SHELL" >>/etc/shells
@@ -221,6 +230,68 @@ ensure_known_hosts() {
     rm -f "$tmp"
 }
 
+# The demo's credentials set-up, appended once to the config (marked): the
+# proxy assumes roles at the local STS server (moto), users' containers
+# reach that server on the bridge gateway, and each demo user has a role.
+readonly DEMO_CONFIG_MARK="# >>> bastion demo (provisioning/install.sh)"
+ensure_demo_config() {
+    grep -qxF "$DEMO_CONFIG_MARK" "$BASTION_CONFIG" && return 0
+    grep -q '^\[metadata_proxy\]' "$BASTION_CONFIG" && {
+        warn "$BASTION_CONFIG has its own [metadata_proxy]: not adding the demo's"
+        return 0
+    }
+    local tmp
+    tmp="$(mktemp "$BASTION_CONFIG.XXXXXX")"
+    {
+        cat "$BASTION_CONFIG"
+        cat <<EOF_DEMO
+
+$DEMO_CONFIG_MARK
+# The demo's STS server (moto, provisioning/sts-demo.sh) stands in for AWS.
+[metadata_proxy]
+sts_endpoint = "http://127.0.0.1:$STS_DEMO_PORT"
+sts_region = "us-east-1"
+account_id = "123456789012"
+imds_upstream = "http://127.0.0.1:$STS_DEMO_PORT"
+
+[bastiond.env]
+AWS_ENDPOINT_URL_STS = "http://$(bastion_gateway):$STS_DEMO_PORT"
+AWS_DEFAULT_REGION = "us-east-1"
+
+[bastiond.users.alice]
+role = "bastion-alice"
+
+[bastiond.users.bob]
+role = "bastion-bob"
+# <<< bastion demo
+EOF_DEMO
+    } >"$tmp"
+    chmod 0644 "$tmp"
+    /usr/local/bin/bastionctl check --config "$tmp" >/dev/null || {
+        rm -f "$tmp"
+        die "the demo settings do not fit $BASTION_CONFIG (bastionctl check --config $BASTION_CONFIG)"
+    }
+    mv "$tmp" "$BASTION_CONFIG"
+    say "added the demo's credentials settings to $BASTION_CONFIG"
+    # Fake host credentials for the local STS server.
+    install -m 0600 /dev/null "$BASTION_ETC/metadata-proxy.env.tmp"
+    printf 'AWS_ACCESS_KEY_ID=demo\nAWS_SECRET_ACCESS_KEY=demo\n' >"$BASTION_ETC/metadata-proxy.env.tmp"
+    mv "$BASTION_ETC/metadata-proxy.env.tmp" "$BASTION_ETC/metadata-proxy.env"
+}
+
+bastion_gateway() { echo "${BASTION_GATEWAY:-172.30.0.1}"; }
+
+# The firewall goes up before the proxy and before any user container runs.
+ensure_firewall() {
+    local args=(--allow-tcp "$STS_DEMO_PORT")
+    "$BASTION_PROVISIONING/metadata-proxy-iptables.sh" check "${args[@]}" >/dev/null 2>&1 ||
+        "$BASTION_PROVISIONING/metadata-proxy-iptables.sh" apply "${args[@]}"
+}
+
+ensure_logrotate() {
+    install_if_changed "$BASTION_PROVISIONING/logrotate-bastion" /etc/logrotate.d/bastion 0644 || true
+}
+
 start_services() {
     if [[ "$sshd_changed" == true ]]; then
         service_define sshd
@@ -229,6 +300,12 @@ start_services() {
         fi
     fi
     service_start sshd
+    "$BASTION_PROVISIONING/sts-demo.sh" start
+    service_define metadata-proxy
+    if [[ "$proxy_changed" == true ]] && service_is_running; then
+        service_stop metadata-proxy
+    fi
+    service_start metadata-proxy
     if [[ "$bastiond_changed" == true ]]; then
         service_define bastiond
         if service_is_running; then
@@ -298,12 +375,14 @@ up() {
     ensure_config
     ensure_sshd_config
     ensure_units
+    ensure_demo_config
+    ensure_logrotate
     step "demo users"
     ensure_demo_users
-    if [[ "$mode" == test && -x "$BASTION_PROVISIONING/sts-demo.sh" ]]; then
-        step "moto (STS for the tests) in a venv"
-        "$BASTION_PROVISIONING/sts-demo.sh" install
-    fi
+    step "the demo's STS server (moto) in a venv"
+    "$BASTION_PROVISIONING/sts-demo.sh" install
+    step "firewall of the bastion network (metadata proxy)"
+    ensure_firewall
     step "users' image ($IMAGE_TAG)"
     wait_image_build
     step "services"
@@ -315,6 +394,10 @@ up() {
 down() {
     service_stop sshd
     service_stop bastiond
+    service_stop metadata-proxy
+    "$BASTION_PROVISIONING/sts-demo.sh" stop
+    # The firewall stays: without it, containers still running would reach
+    # the host's real instance metadata.
     if [[ -e "$DOCKERD_MARKER" ]]; then
         service_stop dockerd
         rm -f "$DOCKERD_MARKER"

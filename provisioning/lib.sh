@@ -168,7 +168,7 @@ sshd_config_value() {
 #   SVC_SHARED   true when an instance started by someone else will do
 #                (dockerd): `start` then leaves it alone
 # To add a service, add a case here (and a unit in provisioning/systemd/).
-readonly BASTION_SERVICES="bastiond sshd dockerd"
+readonly BASTION_SERVICES="bastiond sshd dockerd metadata-proxy"
 
 service_define() {
     SVC_NAME="$1"
@@ -207,8 +207,27 @@ service_define() {
         SVC_OWN_PIDFILE=/var/run/docker.pid
         SVC_WAIT=60
         ;;
+    metadata-proxy)
+        SVC_UNIT=bastion-metadata-proxy.service
+        SVC_EXE=/usr/local/sbin/bastion-metadata-proxy
+        # The host credentials it assumes roles with (the demo's are fake
+        # ones for the local STS server) come from an optional env file.
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        SVC_CMD=(bash -c 'set -a; [ -r "$1" ] && . "$1"; set +a; exec "$2" --config "$3"' metadata-proxy
+            "$BASTION_ETC/metadata-proxy.env" "$SVC_EXE" "$BASTION_CONFIG")
+        SVC_READY=metadata_proxy_ready
+        SVC_PRESTART=metadata_proxy_prestart
+        ;;
     *) die "unknown service '$1' (known: $BASTION_SERVICES)" ;;
     esac
+}
+
+metadata_proxy_ready() { curl -fsS -m 1 http://127.0.0.1:8776/healthz >/dev/null 2>&1; }
+metadata_proxy_prestart() {
+    [[ -x "$SVC_EXE" ]] || die "$SVC_EXE is not installed: run provisioning/install.sh"
+    # Never serve without the firewall in front (kube2iam #170).
+    "$BASTION_PROVISIONING/metadata-proxy-iptables.sh" check >/dev/null ||
+        die "the metadata proxy's iptables rules are missing: run provisioning/metadata-proxy-iptables.sh apply"
 }
 
 bastiond_socket() { config_bastiond_string socket "$BASTION_RUN/bastiond.sock"; }

@@ -334,6 +334,9 @@ pub const E2E_CONFIG: &str = r#"
 [bastiond.groups.bastion-e2e]
 role = "e2e-role"
 
+[bastiond.groups.bastion-e2e-other]
+role = "e2e-other-role"
+
 [bastiond.users.bt-img]
 image = "bastion/e2e-alt:current"
 
@@ -352,8 +355,23 @@ pub fn ensure_e2e_config() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let text = std::fs::read_to_string(CONFIG_PATH).unwrap();
-        if !text.contains("# >>> bastion e2e tests") {
-            write_config(&format!("{}{E2E_CONFIG}", text.trim_end()));
+        // Drop an older version of the block, then add the current one.
+        let kept = match (
+            text.find("\n# >>> bastion e2e tests"),
+            text.find("# <<< bastion e2e tests\n"),
+        ) {
+            (Some(start), Some(end)) if end > start => {
+                format!(
+                    "{}{}",
+                    &text[..start],
+                    &text[end + "# <<< bastion e2e tests\n".len()..]
+                )
+            }
+            _ => text.clone(),
+        };
+        let wanted = format!("{}\n{E2E_CONFIG}", kept.trim_end());
+        if wanted != text {
+            write_config(&wanted);
         }
     });
 }

@@ -8,7 +8,6 @@
 #     (an idle session writes no events, so it does not grow with time).
 # Needs the demo bastion up (sudo provisioning/install.sh --demo).
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RUNS="${RUNS:-5}"
 IDLE="${IDLE:-60}"
 config=/etc/bastion/bastion.toml
@@ -41,7 +40,7 @@ sleep "$IDLE"
 tmux -L "$sock" send-keys "exit" Enter
 sleep 2
 tmux -L "$sock" kill-server 2>/dev/null || true
-cast="$(ls -t /var/log/bastion/sessions/alice/*.cast | head -1)"
+cast="$(find /var/log/bastion/sessions/alice -name "*.cast" -printf "%T@ %p\n" | sort -n | tail -1 | cut -d" " -f2)"
 
 python3 - "$IDLE" "$cast" <<'PY'
 import json, os, statistics, sys

@@ -129,13 +129,16 @@ pub fn run(socket: &Path, request: &Request) -> Result<i32, ShellError> {
     if request.tty {
         forward_resizes(&stream).map_err(ShellError::Send)?;
     }
-    match protocol::read_frame::<ServerMessage>(&mut stream) {
-        Ok(ServerMessage::Exit { code }) => Ok(code),
-        Ok(ServerMessage::Error { message, code }) => {
-            eprintln!("bastion: {message}");
-            Ok(code)
+    loop {
+        match protocol::read_frame::<ServerMessage>(&mut stream) {
+            Ok(ServerMessage::Notice { message }) => eprintln!("bastion: {message}"),
+            Ok(ServerMessage::Exit { code }) => return Ok(code),
+            Ok(ServerMessage::Error { message, code }) => {
+                eprintln!("bastion: {message}");
+                return Ok(code);
+            }
+            Err(e) => return Err(ShellError::Lost(e)),
         }
-        Err(e) => Err(ShellError::Lost(e)),
     }
 }
 

@@ -71,6 +71,8 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
+    /// Something the user should know (e.g. a limit that bit); print it.
+    Notice { message: String },
     /// The session ended; exit with `code`.
     Exit { code: i32 },
     /// The bastion could not run the session; print `message` and exit with `code`.

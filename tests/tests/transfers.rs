@@ -52,7 +52,7 @@ fn sftp_batch_session_works() {
     let local = dir.path().join("f.txt");
     std::fs::write(&local, b"via sftp\n").unwrap();
     let batch = format!(
-        "mkdir sftpdir\nput {} sftpdir/f.txt\nls sftpdir\nget sftpdir/f.txt {}\n",
+        "-mkdir sftpdir\nput {} sftpdir/f.txt\nls sftpdir\nget sftpdir/f.txt {}\n",
         local.display(),
         dir.path().join("back.txt").display()
     );

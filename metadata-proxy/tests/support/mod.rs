@@ -167,7 +167,7 @@ pub fn free_port() -> u16 {
 /// Proxy options as a bastion host has them, pointed at `moto`.
 pub fn options(moto: &Moto, audit_log: Option<&Path>) -> ProxyOptions {
     let text = format!(
-        "[metadata_proxy]\naccount_id = \"{ACCOUNT}\"\nsts_endpoint = \"{}\"\nsts_region = \"us-east-1\"\nimds_upstream = \"{}\"\npassthrough = [\"meta-data/placement/region\", \"meta-data/instance-id\"]\nsession_tags = true\n[bastiond.network]\nname = \"{NETWORK}\"\nsubnet = \"{SUBNET}\"\n",
+        "[metadata_proxy]\nadmin_listen = \"127.0.0.1:8786\"\naccount_id = \"{ACCOUNT}\"\nsts_endpoint = \"{}\"\nsts_region = \"us-east-1\"\nimds_upstream = \"{}\"\npassthrough = [\"meta-data/placement/region\", \"meta-data/instance-id\"]\nsession_tags = true\n[bastiond.network]\nname = \"{NETWORK}\"\nsubnet = \"{SUBNET}\"\n",
         moto.endpoint(),
         moto.endpoint()
     );

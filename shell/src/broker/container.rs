@@ -53,6 +53,8 @@ pub struct Running {
     /// The image id (`sha256:…`) the container runs.
     pub image_id: String,
     pub role: Option<String>,
+    /// Host pid of the container's init (its cgroup holds the limits).
+    pub pid: Option<i32>,
 }
 
 /// Why a user's container could not be made ready.
@@ -238,6 +240,7 @@ impl ContainerManager {
         };
 
         let mut reuse = None;
+        let mut init_pid = None;
         if let Some(c) = existing {
             let labels = c
                 .config
@@ -281,6 +284,10 @@ impl ContainerManager {
                     tracing::info!(user = %who.name, container = %name, "configuration changed; recreation waits until no session is live");
                 }
                 let running_image = c.image.clone().unwrap_or_default();
+                init_pid = state
+                    .and_then(|s| s.pid)
+                    .and_then(|p| i32::try_from(p).ok())
+                    .filter(|&p| p > 0);
                 reuse = Some((
                     id,
                     running,
@@ -310,8 +317,17 @@ impl ContainerManager {
                 Err(e) if status_of(&e) == Some(304) => {}
                 Err(e) => return Err(docker_err("start", e)),
             }
+            init_pid = self
+                .docker
+                .inspect_container(&id, None)
+                .await
+                .ok()
+                .and_then(|c| c.state?.pid)
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|&p| p > 0);
         }
         Ok(Running {
+            pid: init_pid,
             id,
             name,
             image: settings.image.clone(),

@@ -7,6 +7,7 @@ pub mod container;
 pub mod exec_stream;
 pub mod fdio;
 pub mod identity;
+pub mod limits;
 pub mod procs;
 pub mod pump;
 pub mod reaper;

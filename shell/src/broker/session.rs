@@ -19,6 +19,7 @@ use super::container::{ContainerError, ENGINE_DOWN, Running};
 use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
+use super::limits;
 use super::procs;
 use super::pump::{self, Counters, Observer, PumpEnd};
 use super::records::{self, RecordingObserver};
@@ -300,6 +301,8 @@ async fn run(
     let audit = broker.audit.clone();
     let recording_config = config.recording.clone();
     phase("container ready");
+    let cgroup = running.pid.and_then(limits::CgroupFiles::of_process);
+    let limits_before = cgroup.as_ref().map(limits::CgroupFiles::read);
     // The records are begun while the Engine creates the exec (it is only
     // started once the records exist).
     let begin = tokio::task::spawn_blocking(move || {
@@ -378,6 +381,15 @@ async fn run(
         Ending::ClientGone => None, // nobody to tell
     };
     if let Some(code) = code_for_shell {
+        let limits_after = cgroup.as_ref().map(limits::CgroupFiles::read);
+        if let (Some(before), Some(after)) = (limits_before, limits_after) {
+            let l = settings.limits;
+            if let Some(message) = limits::notice(before, after, l.pids, l.memory) {
+                tracing::warn!(session = %session_id, user = %who.name, %message, "container limit hit");
+                let _ =
+                    protocol::write_frame_async(reply, &ServerMessage::Notice { message }).await;
+            }
+        }
         let _ = protocol::write_frame_async(reply, &ServerMessage::Exit { code }).await;
     }
     let signal = (killed > 0 && code == 128 + 9).then(|| "KILL".to_owned());

@@ -5,7 +5,7 @@
 //! log_dir = "/var/log/bastion"           # recordings go to <log_dir>/sessions/<user>/<id>.cast
 //! audit_log = "/var/log/bastion/audit.jsonl"
 //! record_input = false                   # keystrokes (passwords!) are not recorded by default
-//! max_recording_bytes = "512MiB"         # then a marker, and byte counts only
+//! max_recording_bytes = "64MiB"          # then a marker, and byte counts only
 //! on_log_failure = "refuse"              # or "allow": log in anyway, with a loud warning
 //! banner = "This session is recorded."   # "" for none; interactive sessions only
 //! syslog = true                          # also send audit events to syslog (authpriv)
@@ -51,7 +51,7 @@ impl Default for RecordingConfig {
             log_dir: PathBuf::from("/var/log/bastion"),
             audit_log: PathBuf::from("/var/log/bastion/audit.jsonl"),
             record_input: false,
-            max_recording_bytes: ByteSize::mib(512),
+            max_recording_bytes: ByteSize::mib(64),
             on_log_failure: OnLogFailure::Refuse,
             banner: DEFAULT_BANNER.to_owned(),
             syslog: true,
@@ -112,7 +112,7 @@ mod tests {
             PathBuf::from("/var/log/bastion/audit.jsonl")
         );
         assert!(!config.record_input);
-        assert_eq!(config.max_recording_bytes, ByteSize::mib(512));
+        assert_eq!(config.max_recording_bytes, ByteSize::mib(64));
         assert_eq!(config.on_log_failure, OnLogFailure::Refuse);
         assert_eq!(config.banner(), Some(DEFAULT_BANNER));
         assert!(config.syslog);

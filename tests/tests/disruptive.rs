@@ -300,3 +300,51 @@ fn a_broker_stop_mid_session_closes_the_record() {
         .expect("session.end written before the broker stopped");
     assert_eq!(end["ended_by"], "broker_shutdown");
 }
+
+#[test]
+fn a_crashed_broker_closes_open_records_at_its_next_start() {
+    let _serial = serial();
+    let u = user("bt-rec-crash");
+    let marker = format!("crashmarker{}", std::process::id());
+    let mut live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // kill -9: no chance to write anything.
+    let pid = std::fs::read_to_string("/run/bastion/bastiond.pid").unwrap();
+    run_ok(Command::new("kill").args(["-9", pid.trim()]));
+    let _ = live.wait();
+    service("start", "bastiond");
+    let events: Vec<serde_json::Value> = std::fs::read_to_string("/var/log/bastion/audit.jsonl")
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let start = events
+        .iter()
+        .rev()
+        .find(|e| {
+            e["event"] == "session.start"
+                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
+        })
+        .expect("session.start");
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session.end" && e["session_id"] == start["session_id"])
+        .expect("session.end written at the next start-up");
+    assert_eq!(end["ended_by"], "interrupted");
+    // The recording is closed and pinned by its hash.
+    let cast = start["recording"].as_str().unwrap();
+    let bytes = std::fs::read(cast).unwrap();
+    assert_eq!(end["recording"]["sha256"], sha256(&bytes));
+    // And nothing of the session is left running.
+    let top = docker(&["top", &container_of(&u), "-eo", "pid,args"]);
+    assert!(!top.contains("sleep 1000"), "{top}");
+}

@@ -110,67 +110,67 @@ pub async fn output_raw(
 /// Exec → SSH client without a TTY: Docker multiplexes stdout and stderr in
 /// frames of an 8-byte header (stream, 0, 0, 0, big-endian u32 length) and
 /// a payload; payloads go to stdout or stderr as they arrive, never merged.
+///
+/// Frames are parsed in place in one large buffer: one read can carry many
+/// frames, and payloads are written straight from where they were read.
 pub async fn output_multiplexed(
-    from: impl AsyncRead + Unpin,
+    mut from: impl AsyncRead + Unpin,
     stdout: &FdIo,
     stderr: &FdIo,
     observer: &dyn Observer,
     counters: &Counters,
 ) -> PumpEnd {
-    let mut from = tokio::io::BufReader::with_capacity(16 * 1024, from);
     let mut buf = vec![0u8; BUF_SIZE];
-    let mut header = [0u8; 8];
+    let (mut start, mut end) = (0usize, 0usize);
+    // The frame being read: its stream and the payload bytes still to come.
+    let mut frame: Option<(u8, usize)> = None;
     loop {
-        match read_header(&mut from, &mut header).await {
-            Ok(true) => {}
-            Ok(false) => return PumpEnd::Eof,
+        loop {
+            match frame {
+                None if end - start >= 8 => {
+                    let h = &buf[start..start + 8];
+                    let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+                    frame = Some((h[0], len));
+                    start += 8;
+                }
+                None => break,
+                Some((_, 0)) => frame = None,
+                Some((stream, remaining)) => {
+                    let n = remaining.min(end - start);
+                    if n == 0 {
+                        break;
+                    }
+                    let data = &buf[start..start + n];
+                    // 1 = stdout, 2 = stderr; stdin echo is never asked for.
+                    let target = match stream {
+                        1 => Some(stdout),
+                        2 => Some(stderr),
+                        _ => None,
+                    };
+                    if let Some(target) = target {
+                        observer.output(data);
+                        if let Err(e) = target.write_all(data).await {
+                            return PumpEnd::SinkGone(e);
+                        }
+                        counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    start += n;
+                    frame = Some((stream, remaining - n));
+                }
+            }
+        }
+        // Only a split header (under 8 bytes) is ever left over: move it
+        // to the front and read after it.
+        buf.copy_within(start..end, 0);
+        end -= start;
+        start = 0;
+        match from.read(&mut buf[end..]).await {
+            Ok(0) if end == 0 && frame.is_none() => return PumpEnd::Eof,
+            Ok(0) => return PumpEnd::SourceFailed(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => end += n,
             Err(e) => return PumpEnd::SourceFailed(e),
         }
-        let target = match header[0] {
-            1 => Some(stdout),
-            2 => Some(stderr),
-            _ => None, // stdin echo frames are never requested; skip anything else
-        };
-        let mut remaining =
-            u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        while remaining > 0 {
-            let want = remaining.min(buf.len());
-            let n = match from.read(&mut buf[..want]).await {
-                Ok(0) => {
-                    return PumpEnd::SourceFailed(io::ErrorKind::UnexpectedEof.into());
-                }
-                Ok(n) => n,
-                Err(e) => return PumpEnd::SourceFailed(e),
-            };
-            remaining -= n;
-            let Some(target) = target else { continue };
-            observer.output(&buf[..n]);
-            if let Err(e) = target.write_all(&buf[..n]).await {
-                return PumpEnd::SinkGone(e);
-            }
-            counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-        }
     }
-}
-
-/// Reads one frame header; `Ok(false)` on a clean end between frames.
-async fn read_header(
-    from: &mut (impl AsyncRead + Unpin),
-    header: &mut [u8; 8],
-) -> io::Result<bool> {
-    let mut got = 0;
-    while got < header.len() {
-        let n = from.read(&mut header[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(false)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        got += n;
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -223,6 +223,61 @@ mod tests {
         let (out, err) = readers.await.unwrap();
         assert_eq!(out, b"out1 \x00\x01\x02\xff");
         assert_eq!(err, b"err1");
+    }
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(out.remaining());
+            out.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_across_reads_are_reassembled() {
+        let mut stream: Vec<u8> = Vec::new();
+        let mut want_out: Vec<u8> = Vec::new();
+        let mut want_err: Vec<u8> = Vec::new();
+        for i in 0..50u32 {
+            let payload: Vec<u8> = (0..(i * 37 % 300)).map(|j| (i + j) as u8).collect();
+            let which = if i % 3 == 0 { 2 } else { 1 };
+            stream.extend(frame(which, &payload));
+            if which == 1 {
+                want_out.extend(&payload)
+            } else {
+                want_err.extend(&payload)
+            }
+        }
+        for step in [1, 3, 7, 8, 9, 64, 1000] {
+            let (out_r, out_w) = pipe();
+            let (err_r, err_w) = pipe();
+            let readers = tokio::spawn(async move { (drain(out_r).await, drain(err_r).await) });
+            {
+                let out = FdIo::new(out_w, Interest::WRITABLE).unwrap();
+                let err = FdIo::new(err_w, Interest::WRITABLE).unwrap();
+                let from = Trickle {
+                    data: &stream,
+                    step,
+                };
+                let end =
+                    output_multiplexed(from, &out, &err, &NoObserver, &Counters::default()).await;
+                assert!(matches!(end, PumpEnd::Eof), "step {step}: {end:?}");
+            }
+            let (out, err) = readers.await.unwrap();
+            assert_eq!(out, want_out, "step {step}");
+            assert_eq!(err, want_err, "step {step}");
+        }
     }
 
     #[tokio::test]

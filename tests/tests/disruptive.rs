@@ -268,36 +268,11 @@ fn a_broker_stop_mid_session_closes_the_record() {
     let _serial = serial();
     let u = user("bt-rec-restart");
     let marker = format!("brokerstop{}", std::process::id());
-    let mut live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut live = live_marked_session(&u, &marker);
     service("restart", "bastiond");
     let _ = live.wait();
-    let audit = std::fs::read_to_string("/var/log/bastion/audit.jsonl").unwrap();
-    let events: Vec<serde_json::Value> = audit
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let start = events
-        .iter()
-        .rev()
-        .find(|e| {
-            e["event"] == "session.start"
-                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
-        })
-        .expect("session.start");
-    let end = events
-        .iter()
-        .find(|e| e["event"] == "session.end" && e["session_id"] == start["session_id"])
-        .expect("session.end written before the broker stopped");
+    let (_, end) = session_by_marker(&marker);
+    let end = end.expect("session.end written before the broker stopped");
     assert_eq!(end["ended_by"], "broker_shutdown");
 }
 
@@ -306,39 +281,14 @@ fn a_crashed_broker_closes_open_records_at_its_next_start() {
     let _serial = serial();
     let u = user("bt-rec-crash");
     let marker = format!("crashmarker{}", std::process::id());
-    let mut live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut live = live_marked_session(&u, &marker);
     // kill -9: no chance to write anything.
     let pid = std::fs::read_to_string("/run/bastion/bastiond.pid").unwrap();
     run_ok(Command::new("kill").args(["-9", pid.trim()]));
     let _ = live.wait();
     service("start", "bastiond");
-    let events: Vec<serde_json::Value> = std::fs::read_to_string("/var/log/bastion/audit.jsonl")
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let start = events
-        .iter()
-        .rev()
-        .find(|e| {
-            e["event"] == "session.start"
-                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
-        })
-        .expect("session.start");
-    let end = events
-        .iter()
-        .find(|e| e["event"] == "session.end" && e["session_id"] == start["session_id"])
-        .expect("session.end written at the next start-up");
+    let (start, end) = session_by_marker(&marker);
+    let end = end.expect("session.end written at the next start-up");
     assert_eq!(end["ended_by"], "interrupted");
     // The recording is closed and pinned by its hash.
     let cast = start["recording"].as_str().unwrap();

@@ -146,22 +146,7 @@ fn limits_from_the_config_are_in_force() {
     );
     assert_eq!(mem.trim(), "2147483648");
     // The pids limit bites: a fork bomb is contained (forks until refused).
-    let out = inside(
-        &u,
-        r#"python3 -c '
-import os, time
-n = 0
-try:
-    while n < 2000:
-        if os.fork() == 0:
-            time.sleep(3)
-            os._exit(0)
-        n += 1
-except OSError:
-    pass
-print(n)
-'"#,
-    );
+    let out = inside(&u, &fork_until_refused(3, 0));
     let started: usize = out.trim().parse().unwrap_or(usize::MAX);
     assert!(started < 512, "{out}");
 }

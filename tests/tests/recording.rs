@@ -11,14 +11,6 @@ use serde_json::Value;
 
 const AUDIT: &str = "/var/log/bastion/audit.jsonl";
 
-fn audit_events() -> Vec<Value> {
-    std::fs::read_to_string(AUDIT)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// The start and end events of the session of `user` whose start matches.
 fn session_events(user: &str, matches: impl Fn(&Value) -> bool) -> (Value, Value) {
     let mut found = None;
@@ -201,17 +193,7 @@ fn file_transfers_are_counted_not_recorded() {
 fn a_killed_client_still_gets_a_complete_record() {
     let u = e2e_user("bt-rec-kill");
     let marker = format!("killmarker{}", std::process::id());
-    let mut client = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(client.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut client = live_marked_session(&u, &marker);
     client.kill().unwrap();
     client.wait().unwrap();
     let (_, end) = session_events(&u.name, |e| {

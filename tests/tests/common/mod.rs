@@ -395,3 +395,72 @@ pub fn e2e_user(name: &str) -> User {
 pub fn service(action: &str, name: &str) {
     run_ok(Command::new(repo().join("provisioning/bastion-service")).args([action, name]));
 }
+
+/// Starts `echo MARKER; exec sleep 1000` over ssh and returns once the
+/// session printed its marker (so it is live in its container).
+pub fn live_marked_session(u: &User, marker: &str) -> std::process::Child {
+    let mut child = ssh(u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), marker);
+    child
+}
+
+/// The audit log's events, parsed.
+pub fn audit_events() -> Vec<serde_json::Value> {
+    std::fs::read_to_string("/var/log/bastion/audit.jsonl")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The latest `session.start` whose command contains `marker`, and its
+/// `session.end` if written.
+pub fn session_by_marker(marker: &str) -> (serde_json::Value, Option<serde_json::Value>) {
+    let events = audit_events();
+    let start = events
+        .iter()
+        .rev()
+        .find(|e| {
+            e["event"] == "session.start"
+                && e["command"].as_str().is_some_and(|c| c.contains(marker))
+        })
+        .unwrap_or_else(|| panic!("no session.start with {marker}"))
+        .clone();
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session.end" && e["session_id"] == start["session_id"])
+        .cloned();
+    (start, end)
+}
+
+/// A command that forks children sleeping `hold` seconds until the
+/// container's pids limit refuses (no retries, unlike bash), prints how many
+/// it started, then sleeps `linger` seconds itself.
+pub fn fork_until_refused(hold: u32, linger: u32) -> String {
+    format!(
+        r#"python3 -c '
+import os, time
+n = 0
+try:
+    while n < 2000:
+        if os.fork() == 0:
+            time.sleep({hold})
+            os._exit(0)
+        n += 1
+except OSError:
+    pass
+print(n, flush=True)
+time.sleep({linger})
+'"#
+    )
+}

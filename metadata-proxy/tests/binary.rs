@@ -79,14 +79,28 @@ async fn no_secret_reaches_any_log_even_at_trace_level() {
     );
     assert_eq!(imds.status, 200, "{}", imds.body);
     let v: serde_json::Value = serde_json::from_str(&imds.body).unwrap();
-    let ecs = from_container(
-        &erin,
-        ecs_addr(),
-        "GET",
-        ECS,
-        "/v1/credentials",
-        &[("Authorization", &erin.token)],
-    );
+    // This test is about what reaches the logs. Under CI load the local
+    // STS server has once refused a connection here (503 "Unreachable",
+    // seen in a fresh-clone CI run, not reproduced since); such a
+    // transient failure is retried, a lasting one still fails the test.
+    let ask = || {
+        from_container(
+            &erin,
+            ecs_addr(),
+            "GET",
+            ECS,
+            "/v1/credentials",
+            &[("Authorization", &erin.token)],
+        )
+    };
+    let mut ecs = ask();
+    for _ in 0..3 {
+        if ecs.status != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        ecs = ask();
+    }
     assert_eq!(ecs.status, 200, "{}", ecs.body);
     let secret = v["SecretAccessKey"].as_str().unwrap().to_owned();
     let token = v["Token"].as_str().unwrap().to_owned();

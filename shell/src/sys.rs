@@ -54,13 +54,15 @@ pub fn ignore_signal(signal: nix::sys::signal::Signal) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Registers `fd` with the tokio reactor for `interest`.
+/// Registers `fd` with the tokio reactor for `interest`; on failure the
+/// descriptor comes back with the error.
 pub fn register_fd(
     fd: OwnedFd,
     interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, (OwnedFd, io::Error)> {
     // SAFETY: an `OwnedFd` is a valid open descriptor that nothing else
     // closes, and `as_raw_fd` returns the same number for its whole life, so
     // it stays the same open file description while the AsyncFd owns it.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into())
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts())
 }

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 
 use rustix::fs::OFlags;
 use rustix::io::Errno;
@@ -13,10 +12,10 @@ use tokio::io::unix::AsyncFd;
 
 /// One passed descriptor: non-blocking and registered with the runtime, or,
 /// for the rare descriptor epoll cannot watch (a regular file or /dev/null
-/// when the shell is run outside sshd), used blocking on the blocking pool.
+/// when the shell is run outside sshd), read and written in place.
 pub enum FdIo {
     Async(AsyncFd<OwnedFd>),
-    Blocking(Arc<OwnedFd>),
+    Blocking(OwnedFd),
 }
 
 impl FdIo {
@@ -24,14 +23,14 @@ impl FdIo {
     pub fn new(fd: OwnedFd, interest: Interest) -> io::Result<Self> {
         let flags = rustix::fs::fcntl_getfl(&fd)?;
         rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK)?;
-        let probe = rustix::io::fcntl_dupfd_cloexec(&fd, 3)?;
-        match crate::sys::register_fd(probe, interest) {
-            Ok(_) => Ok(Self::Async(crate::sys::register_fd(fd, interest)?)),
-            Err(e) if e.raw_os_error() == Some(Errno::PERM.raw_os_error()) => {
+        match crate::sys::register_fd(fd, interest) {
+            Ok(fd) => Ok(Self::Async(fd)),
+            // epoll refuses regular files and /dev/null.
+            Err((fd, e)) if e.raw_os_error() == Some(Errno::PERM.raw_os_error()) => {
                 rustix::fs::fcntl_setfl(&fd, flags)?;
-                Ok(Self::Blocking(Arc::new(fd)))
+                Ok(Self::Blocking(fd))
             }
-            Err(e) => Err(e),
+            Err((_, e)) => Err(e),
         }
     }
 
@@ -50,7 +49,7 @@ impl FdIo {
             Self::Async(fd) => fd,
             // Files and /dev/null never block for long: read in place.
             Self::Blocking(fd) => {
-                return tokio::task::block_in_place(|| rustix::io::read(&**fd, buf))
+                return tokio::task::block_in_place(|| rustix::io::read(fd, buf))
                     .map_err(io::Error::from);
             }
         };
@@ -73,7 +72,7 @@ impl FdIo {
             Self::Blocking(fd) => {
                 return tokio::task::block_in_place(|| {
                     while !buf.is_empty() {
-                        let n = rustix::io::write(&**fd, buf)?;
+                        let n = rustix::io::write(fd, buf)?;
                         buf = &buf[n..];
                     }
                     Ok(())
@@ -101,7 +100,7 @@ impl FdIo {
         };
         let dup = rustix::io::fcntl_dupfd_cloexec(fd.get_ref(), 3)?;
         Ok(HangupWatcher {
-            fd: Some(crate::sys::register_fd(dup, Interest::WRITABLE)?),
+            fd: Some(crate::sys::register_fd(dup, Interest::WRITABLE).map_err(|(_, e)| e)?),
         })
     }
 }

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct CgroupFiles {
     pids_events: Option<PathBuf>,
-    memory: Option<(PathBuf, &'static str)>,
+    /// `memory.events` (v2) or `memory.oom_control` (v1): both have `oom_kill N`.
+    memory_events: Option<PathBuf>,
 }
 
 /// Counter values at one moment.
@@ -33,7 +34,7 @@ impl CgroupFiles {
     fn from_proc_cgroup(root: &Path, text: &str) -> Self {
         let mut files = CgroupFiles {
             pids_events: None,
-            memory: None,
+            memory_events: None,
         };
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
@@ -47,9 +48,7 @@ impl CgroupFiles {
                 // cgroup v2: one unified hierarchy.
                 let dir = root.join(rel);
                 files.pids_events.get_or_insert(dir.join("pids.events"));
-                files
-                    .memory
-                    .get_or_insert((dir.join("memory.events"), "oom_kill"));
+                files.memory_events.get_or_insert(dir.join("memory.events"));
             } else {
                 for controller in controllers.split(',') {
                     match controller {
@@ -58,10 +57,8 @@ impl CgroupFiles {
                                 Some(root.join("pids").join(rel).join("pids.events"))
                         }
                         "memory" => {
-                            files.memory = Some((
-                                root.join("memory").join(rel).join("memory.oom_control"),
-                                "oom_kill",
-                            ));
+                            files.memory_events =
+                                Some(root.join("memory").join(rel).join("memory.oom_control"));
                         }
                         _ => {}
                     }
@@ -75,21 +72,12 @@ impl CgroupFiles {
     pub fn read(&self) -> Counters {
         let value = |path: &Option<PathBuf>, key: &str| {
             path.as_ref()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .and_then(|t| counter(&t, key))
+                .and_then(|p| counter(&std::fs::read_to_string(p).ok()?, key))
                 .unwrap_or(0)
         };
         Counters {
             pids_max: value(&self.pids_events, "max"),
-            oom_kills: self
-                .memory
-                .as_ref()
-                .and_then(|(p, key)| {
-                    std::fs::read_to_string(p)
-                        .ok()
-                        .and_then(|t| counter(&t, key))
-                })
-                .unwrap_or(0),
+            oom_kills: value(&self.memory_events, "oom_kill"),
         }
     }
 }
@@ -135,7 +123,7 @@ mod tests {
             Path::new("/cg/pids/docker/abc/pids.events")
         );
         assert_eq!(
-            f.memory.unwrap().0,
+            f.memory_events.unwrap(),
             Path::new("/cg/memory/docker/abc/memory.oom_control")
         );
         let v2 = "0::/system.slice/docker-abc.scope\n";
@@ -145,7 +133,7 @@ mod tests {
             Path::new("/cg/system.slice/docker-abc.scope/pids.events")
         );
         assert_eq!(
-            f.memory.unwrap().0,
+            f.memory_events.unwrap(),
             Path::new("/cg/system.slice/docker-abc.scope/memory.events")
         );
     }

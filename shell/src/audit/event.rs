@@ -249,36 +249,14 @@ pub struct AuditRecord {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample_start() -> SessionStart {
-        SessionStart {
-            session_id: "s1".into(),
-            user: "alice".into(),
-            uid: 1000,
-            groups: vec!["ops".into()],
-            remote_addr: Some("192.0.2.7".into()),
-            remote_port: Some(50122),
-            container: "bastion-alice".into(),
-            container_id: Some("abc".into()),
-            image: "bastion/user:1".into(),
-            image_digest: Some("sha256:00".into()),
-            role: Some("ops-role".into()),
-            kind: SessionKind::Shell,
-            command: None,
-            shell: Some("/bin/bash".into()),
-            transfer_direction: None,
-            tty: true,
-            term: Some("xterm-256color".into()),
-            cols: Some(80),
-            rows: Some(24),
-            recording: Some("/var/log/bastion/sessions/alice/s1.cast".into()),
-            record_input: false,
-            unrecorded_reason: None,
-        }
-    }
-
     #[test]
     fn event_names_match_the_serialized_tag() {
-        let ev = AuditEvent::SessionStart(sample_start());
+        let ev = AuditEvent::SessionStart(crate::review::testutil::start(
+            "s1",
+            "alice",
+            SessionKind::Shell,
+            None,
+        ));
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["event"], ev.name());
         assert_eq!(v["kind"], "shell");

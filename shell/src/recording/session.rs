@@ -524,28 +524,9 @@ mod tests {
 
     pub(crate) fn start(id: &str, user: &str) -> SessionStart {
         SessionStart {
-            session_id: id.into(),
-            user: user.into(),
-            uid: 1000,
-            groups: vec!["ops".into()],
-            remote_addr: Some("192.0.2.7".into()),
-            remote_port: Some(50122),
-            container: format!("bastion-{user}"),
-            container_id: Some("abc123".into()),
-            image: "bastion/user:1".into(),
-            image_digest: Some("sha256:0123".into()),
-            role: Some("arn:aws:iam::123456789012:role/ops".into()),
-            kind: SessionKind::Shell,
-            command: None,
-            shell: Some("/bin/bash".into()),
-            transfer_direction: None,
-            tty: true,
-            term: Some("xterm-256color".into()),
             cols: Some(100),
             rows: Some(30),
-            recording: None,
-            record_input: false,
-            unrecorded_reason: None,
+            ..crate::review::testutil::start(id, user, SessionKind::Shell, None)
         }
     }
 

@@ -8,29 +8,37 @@
 #     (an idle session writes no events, so it does not grow with time).
 # Needs the demo bastion up (sudo provisioning/install.sh --demo).
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RUNS="${RUNS:-5}"
 IDLE="${IDLE:-60}"
 config=/etc/bastion/bastion.toml
 key=/etc/bastion/demo/keys/alice
 ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -p 2222 -i "$key")
-command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
-grep -q '^\[recording\]' "$config" && { echo "$config has a [recording] table; run on the demo config" >&2; exit 1; }
 
-original="$(mktemp)"
+# --set-cap SIZE: the demo config (saved by the running benchmark in
+# $config.bench-original) with [recording] max_recording_bytes = SIZE.
+if [[ "${1:-}" == --set-cap ]]; then
+    { cat "$config.bench-original"; printf '\n[recording]\nmax_recording_bytes = "%s"\n' "$2"; } >"$config.tmp"
+    chmod 0644 "$config.tmp" && mv "$config.tmp" "$config"
+    exit 0
+fi
+grep -q '^\[recording\]' "$config" && { echo "$config has a [recording] table; run on the demo config" >&2; exit 1; }
+OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
+original="$config.bench-original"
 cp -p "$config" "$original"
 restore() { cp -p "$original" "$config"; rm -f "$original"; }
 trap restore EXIT
-set_cap() {
-    { cat "$original"; printf '\n[recording]\nmax_recording_bytes = "%s"\n' "$1"; } >"$config.tmp"
-    chmod 0644 "$config.tmp" && mv "$config.tmp" "$config"
-}
 
 tty_stream="ssh ${ssh_opts[*]} -tt alice@127.0.0.1 'head -c 1G /dev/zero' </dev/null >/dev/null"
 ssh "${ssh_opts[@]}" alice@127.0.0.1 true
-set_cap 64MiB
-hyperfine -w 1 -r "$RUNS" --export-json /tmp/bench-rec-on.json -n "recording on (cap 64MiB, the default)" "$tty_stream" >/dev/null
-set_cap 1KiB
-hyperfine -w 1 -r "$RUNS" --export-json /tmp/bench-rec-off.json -n "recording off (cap 1KiB)" "$tty_stream" >/dev/null
+# Interleaved, round by round: the cap is switched before each run (bastiond
+# reads a changed config at the next login).
+on="recording on (cap 64MiB, the default)"
+off="recording off (cap 1KiB)"
+python3 "$here/interleave.py" --runs "$RUNS" --warmup 1 --out "$OUT/rec.json" \
+    --before "$on=$here/recording.sh --set-cap 64MiB" --before "$off=$here/recording.sh --set-cap 1KiB" \
+    "$on=$tty_stream" "$off=$tty_stream"
 cp -p "$original" "$config"
 
 # An idle interactive session, held open by tmux.
@@ -42,15 +50,15 @@ sleep 2
 tmux -L "$sock" kill-server 2>/dev/null || true
 cast="$(find /var/log/bastion/sessions/alice -name "*.cast" -printf "%T@ %p\n" | sort -n | tail -1 | cut -d" " -f2)"
 
-python3 - "$IDLE" "$cast" <<'PY'
+python3 - "$IDLE" "$cast" "$OUT" <<'PY'
 import json, os, statistics, sys
-idle, cast = int(sys.argv[1]), sys.argv[2]
+idle, cast, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rows = []
 for name in ("on", "off"):
-    r = json.load(open(f"/tmp/bench-rec-{name}.json"))["results"][0]
+    r = json.load(open(os.path.join(out, "rec.json")))["results"][name == "off"]
     sec = statistics.median(r["times"])
     rows.append((r["command"], 1024 / sec, sec, min(r["times"]), max(r["times"])))
-print("### Recording cost: `head -c 1G /dev/zero` through `ssh -tt` (MB/s)\n")
+print("### Recording cost: `head -c 1G /dev/zero` through `ssh -tt` (MB/s; rows interleaved)\n")
 print("| recording | MB/s (median) | seconds: median (min – max) |\n|---|---|---|")
 for name, rate, sec, lo, hi in rows:
     print(f"| {name} | {rate:.0f} | {sec:.2f} ({lo:.2f} – {hi:.2f}) |")

@@ -4,10 +4,11 @@
 #     /bin/bash login shell, vs one raw Engine API exec round trip;
 #   - cold login (no container yet) vs `docker run --rm IMAGE true`;
 #   - stream: bytes/s of `head -c 1G /dev/zero` through a session vs the
-#     `docker exec` CLI (and vs the same sshd without bastion, the ceiling
-#     of anything behind ssh).
-# Needs the demo bastion up (sudo provisioning/install.sh --demo) and
-# hyperfine. Prints a Markdown report on stdout; raw data in $OUT.
+#     `docker exec` CLI, each both locally and behind ssh (and the same sshd
+#     without any container, the ceiling of anything behind ssh).
+# Needs the demo bastion up (sudo provisioning/install.sh --demo). Every
+# table's rows run interleaved, round by round (bench/interleave.py).
+# Prints a Markdown report on stdout; raw data in $OUT.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -18,7 +19,6 @@ IMAGE="${IMAGE:-bastion/user:latest}"
 key=/etc/bastion/demo/keys/alice
 ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -p 2222)
 
-command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
 [[ -r $key ]] || { echo "no demo keys: run sudo provisioning/install.sh --demo" >&2; exit 1; }
 
 # A comparison user on the same sshd whose login shell is plain bash.
@@ -37,25 +37,30 @@ ssh "${ssh_opts[@]}" -i "$key" alice@127.0.0.1 true # warm the container
 cargo build --release -q -p bastion-bench --manifest-path "$repo/Cargo.toml"
 rtt_bin="${CARGO_TARGET_DIR:-$repo/target}/release/raw-exec-rtt"
 
-hyperfine -N -w 3 -r "$RUNS" --export-json "$OUT/warm.json" \
-    -n "bastion: ssh alice true" "ssh ${ssh_opts[*]} -i $key alice@127.0.0.1 true" \
-    -n "plain sshd: ssh $plain true" "ssh ${ssh_opts[*]} -i $plainkey $plain@127.0.0.1 true" \
-    >"$OUT/warm.txt"
-"$rtt_bin" bastion-alice --runs "$RUNS" >"$OUT/raw-exec.txt"
+run() { python3 "$here/interleave.py" "$@"; }
+ssh_alice="ssh ${ssh_opts[*]} -i $key alice@127.0.0.1"
+ssh_plain="ssh ${ssh_opts[*]} -i $plainkey $plain@127.0.0.1"
 
-hyperfine -N -w 1 -r "$((RUNS / 3 + 1))" --export-json "$OUT/cold.json" \
-    -n "bastion cold: ssh alice true (no container)" \
-    --prepare "docker rm -f bastion-alice" \
-    "ssh ${ssh_opts[*]} -i $key alice@127.0.0.1 true" \
-    -n "docker run --rm $IMAGE true" "docker run --rm --network none $IMAGE true" \
-    >"$OUT/cold.txt"
-ssh "${ssh_opts[@]}" -i "$key" alice@127.0.0.1 true
+# Each row below is measured interleaved with the others of its table.
+run --runs "$RUNS" --warmup 3 --out "$OUT/warm.json" \
+    "bastion: ssh alice true=$ssh_alice true" \
+    "plain sshd: ssh $plain true=$ssh_plain true" \
+    "raw Engine API exec round trip (\`true\`, in-process)@self=$rtt_bin bastion-alice --runs 1 --warmup 1"
 
-hyperfine -w 1 -r 5 --export-json "$OUT/stream.json" \
-    -n "bastion session (ssh)" "ssh ${ssh_opts[*]} -i $key alice@127.0.0.1 'head -c 1G /dev/zero' >/dev/null" \
-    -n "bastion-shell, no ssh" "setpriv --reuid=alice --regid=alice --init-groups /usr/local/bin/bastion-shell -c 'head -c 1G /dev/zero' >/dev/null" \
-    -n "docker exec CLI" "docker exec bastion-alice head -c 1G /dev/zero >/dev/null" \
-    -n "plain sshd (no container)" "ssh ${ssh_opts[*]} -i $plainkey $plain@127.0.0.1 'head -c 1G /dev/zero' >/dev/null" \
-    >"$OUT/stream.txt"
+run --runs "$((RUNS / 3 + 1))" --warmup 1 --out "$OUT/cold.json" \
+    --before "cold bastion: ssh alice true (no container)=docker rm -f bastion-alice" \
+    "cold bastion: ssh alice true (no container)=$ssh_alice true" \
+    "docker run --rm $IMAGE true=docker run --rm $IMAGE true"
+$ssh_alice true
+
+# The comparison user may use Docker for the "ssh, then docker exec" row:
+# what bastion replaces (an ops host where people run docker exec).
+usermod -aG docker "$plain"
+run --runs "${STREAM_RUNS:-5}" --warmup 1 --out "$OUT/stream.json" \
+    "bastion session (ssh)=$ssh_alice 'head -c 1G /dev/zero' >/dev/null" \
+    "ssh, then docker exec CLI=$ssh_plain 'docker exec bastion-alice head -c 1G /dev/zero' >/dev/null" \
+    "bastion-shell, no ssh=setpriv --reuid=alice --regid=alice --init-groups /usr/local/bin/bastion-shell -c 'head -c 1G /dev/zero' >/dev/null" \
+    "docker exec CLI=docker exec bastion-alice head -c 1G /dev/zero >/dev/null" \
+    "plain sshd (no container)=$ssh_plain 'head -c 1G /dev/zero' >/dev/null"
 
 python3 "$here/summarize.py" "$OUT"

@@ -1,7 +1,7 @@
 //! The floor of a login: one raw Engine API exec round trip (create, start
 //! attached, read to the end, inspect the exit code) of `true` in a running
 //! container, measured in-process with no CLI start-up. Prints one line per
-//! run in milliseconds, for bench/run.sh to summarise.
+//! run in milliseconds, for bench/session.sh to summarise.
 
 use std::time::Instant;
 
@@ -14,9 +14,12 @@ use futures_util::StreamExt;
 struct Args {
     /// Container to exec in (must be running).
     container: String,
-    /// Round trips to measure (after 5 warm-up runs).
+    /// Round trips to measure.
     #[arg(long, default_value_t = 50)]
     runs: usize,
+    /// Untimed round trips first (connection set-up, caches).
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -25,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let docker = Docker::connect_with_local_defaults()?
         .negotiate_version()
         .await?;
-    for i in 0..args.runs + 5 {
+    for i in 0..args.runs + args.warmup {
         let start = Instant::now();
         let exec = docker
             .create_exec(
@@ -46,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let code = docker.inspect_exec(&exec.id).await?.exit_code;
         anyhow::ensure!(code == Some(0), "exec exited with {code:?}");
-        if i >= 5 {
+        if i >= args.warmup {
             println!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
         }
     }

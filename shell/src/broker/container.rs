@@ -129,6 +129,9 @@ pub struct ContainerManager {
     docker: Docker,
     audit: Arc<AuditLog>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each image's own `/etc/passwd` and `/etc/group`, by image id (an id
+    /// names immutable content, so an entry never goes stale).
+    image_accounts: Mutex<HashMap<String, Arc<(String, String)>>>,
 }
 
 /// Which container lifecycle event to audit.
@@ -152,6 +155,7 @@ impl ContainerManager {
             docker,
             audit,
             locks: Mutex::new(HashMap::new()),
+            image_accounts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -300,7 +304,7 @@ impl ContainerManager {
         let (id, running, image_id, role) = match reuse {
             Some(found) => found,
             None => {
-                let id = self.create(config, who, spec, &name).await?;
+                let id = self.create(config, who, spec, &name, &image_id).await?;
                 let ev = event(&who.name, &name, &id, Some(&image_id), "login");
                 self.audit(Lifecycle::Create, ev).await;
                 (id, false, image_id, settings.role.clone())
@@ -342,6 +346,7 @@ impl ContainerManager {
         who: &Identity,
         spec: Spec,
         name: &str,
+        image_id: &str,
     ) -> Result<String, ContainerError> {
         prepare_home(&config.home_root, who)?;
         let docker_err = |action, source| ContainerError::Docker {
@@ -378,30 +383,86 @@ impl ContainerManager {
         .map_err(|e| docker_err("create", e))?;
         tracing::info!(user = %who.name, container = %name, id = %created.id, "created container");
 
-        let accounts = self.account_files(&created.id, who).await?;
-        let tar = files_tar(&accounts, &token, who).map_err(|source| ContainerError::Home {
+        let accounts = self.account_files(&created.id, image_id, who).await?;
+        let files = files_tar(&accounts, &token, who).map_err(|source| ContainerError::Home {
             path: PathBuf::from(TOKEN_PATH_IN_CONTAINER),
             source,
         })?;
+        if let Err(e) = self.upload_files(&created.id, name, files).await {
+            // Never leave a container without its account files and token
+            // for the next login to start: the next one recreates it.
+            let force = RemoveContainerOptionsBuilder::new().force(true).build();
+            if let Err(removal) = self.docker.remove_container(&created.id, Some(force)).await {
+                tracing::error!(container = %name, error = %removal, "cannot remove a container left without its account files");
+            }
+            return Err(e);
+        }
+        Ok(created.id)
+    }
+
+    /// Writes a new container's account files and credentials token (the
+    /// archive from [`Self::create`]).
+    async fn upload_files(
+        &self,
+        id: &str,
+        name: &str,
+        files: Vec<u8>,
+    ) -> Result<(), ContainerError> {
         self.docker
             .upload_to_container(
-                &created.id,
+                id,
                 Some(UploadToContainerOptionsBuilder::new().path("/").build()),
-                bollard::body_full(tar.into()),
+                bollard::body_full(files.into()),
             )
             .await
-            .map_err(|e| docker_err("write account files into", e))?;
-        Ok(created.id)
+            .map_err(|source| ContainerError::Docker {
+                action: "write account files into",
+                name: name.to_owned(),
+                source,
+            })
     }
 
     /// The image's /etc/passwd and /etc/group with the user added.
     async fn account_files(
         &self,
         id: &str,
+        image_id: &str,
         who: &Identity,
     ) -> Result<(String, String), ContainerError> {
-        let mut out = Vec::new();
-        for path in ["/etc/passwd", "/etc/group"] {
+        let image = self.image_accounts(id, image_id).await?;
+        let (passwd, group) = (&image.0, &image.1);
+        let group_name = uzers::get_group_by_gid(who.gid)
+            .and_then(|g| g.name().to_str().map(str::to_owned))
+            .unwrap_or_else(|| who.name.clone());
+        let passwd = with_line(
+            passwd,
+            &who.name,
+            &format!(
+                "{}:x:{}:{}::/home/{}:/bin/bash",
+                who.name, who.uid, who.gid, who.name
+            ),
+        );
+        let group = with_line(group, &group_name, &format!("{group_name}:x:{}:", who.gid));
+        Ok((passwd, group))
+    }
+
+    /// The image's own account files, read once per image (from container
+    /// `id`, just created from it) and then kept.
+    async fn image_accounts(
+        &self,
+        id: &str,
+        image_id: &str,
+    ) -> Result<Arc<(String, String)>, ContainerError> {
+        let cached = self
+            .image_accounts
+            .lock()
+            .expect("image accounts map poisoned")
+            .get(image_id)
+            .cloned();
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let read = |path: &'static str| async move {
             let tar: Vec<u8> = self
                 .docker
                 .download_from_container(
@@ -420,25 +481,15 @@ impl ContainerManager {
                     name: id.to_owned(),
                     source: e,
                 })?;
-            out.push(first_file_of_tar(&tar).unwrap_or_default());
-        }
-        let group_name = uzers::get_group_by_gid(who.gid)
-            .and_then(|g| g.name().to_str().map(str::to_owned))
-            .unwrap_or_else(|| who.name.clone());
-        let passwd = with_line(
-            &out[0],
-            &who.name,
-            &format!(
-                "{}:x:{}:{}::/home/{}:/bin/bash",
-                who.name, who.uid, who.gid, who.name
-            ),
-        );
-        let group = with_line(
-            &out[1],
-            &group_name,
-            &format!("{group_name}:x:{}:", who.gid),
-        );
-        Ok((passwd, group))
+            Ok::<_, ContainerError>(first_file_of_tar(&tar).unwrap_or_default())
+        };
+        let (passwd, group) = tokio::try_join!(read("/etc/passwd"), read("/etc/group"))?;
+        let found = Arc::new((passwd, group));
+        self.image_accounts
+            .lock()
+            .expect("image accounts map poisoned")
+            .insert(image_id.to_owned(), found.clone());
+        Ok(found)
     }
 
     /// Creates the bastion network when missing: a bridge named after it,

@@ -48,10 +48,9 @@ impl FdIo {
         let fd = match self {
             Self::Async(fd) => fd,
             // Files and /dev/null never block for long: read in place.
-            Self::Blocking(fd) => {
-                return tokio::task::block_in_place(|| rustix::io::read(fd, buf))
-                    .map_err(io::Error::from);
-            }
+            // (Not in `block_in_place`: handing the worker over on every
+            // chunk costs more thread wake-ups than the read itself.)
+            Self::Blocking(fd) => return rustix::io::read(fd, buf).map_err(io::Error::from),
         };
         loop {
             let mut guard = fd.readable().await?;
@@ -70,13 +69,10 @@ impl FdIo {
         let fd = match self {
             Self::Async(fd) => fd,
             Self::Blocking(fd) => {
-                return tokio::task::block_in_place(|| {
-                    while !buf.is_empty() {
-                        let n = rustix::io::write(fd, buf)?;
-                        buf = &buf[n..];
-                    }
-                    Ok(())
-                });
+                while !buf.is_empty() {
+                    buf = &buf[rustix::io::write(fd, buf)?..];
+                }
+                return Ok(());
             }
         };
         while !buf.is_empty() {

@@ -30,7 +30,13 @@ fi
 plainkey="$OUT/plainkey"
 rm -f "$plainkey" "$plainkey.pub"; ssh-keygen -q -t ed25519 -N "" -f "$plainkey" >/dev/null
 install -m 0644 "$plainkey.pub" "/etc/bastion/authorized_keys/$plain"
-cleanup() { rm -f "/etc/bastion/authorized_keys/$plain"; userdel -r "$plain" 2>/dev/null || true; }
+# The stream runs leave a 64 MiB recording each (the default cap): removed
+# at the end, like the comparison user. Only the benchmark's own sessions.
+since="$OUT/started"; touch "$since"
+cleanup() {
+    rm -f "/etc/bastion/authorized_keys/$plain"; userdel -r "$plain" 2>/dev/null || true
+    find /var/log/bastion/sessions/alice -name '*.cast' -newer "$since" -size +1M -delete
+}
 trap cleanup EXIT
 
 ssh "${ssh_opts[@]}" -i "$key" alice@127.0.0.1 true # warm the container

@@ -5,7 +5,11 @@
 
 mod common;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
+use std::process::Command;
+use std::time::Duration;
 
 /// `aws sts get-caller-identity` in the user's session, via `how`.
 fn caller_arn(u: &User, how: &str) -> String {
@@ -81,5 +85,217 @@ fn other_link_local_addresses_are_unreachable() {
     );
     for line in out.lines() {
         assert!(line.ends_with(" 000"), "reachable: {line}");
+    }
+}
+
+/// The installed STS-compatible server (provisioning/sts-demo.sh).
+const STS: &str = "127.0.0.1:5000";
+
+#[test]
+fn aws_eks_get_token_replayed_against_sts_is_the_users_assumed_role() {
+    // Reference: `aws eks get-token` presigns GetCallerIdentity locally; the
+    // cluster learns who is calling by replaying that URL against STS.
+    let u = e2e_user("bt-cred-eks");
+    // (awscli 2.9 prints its ExecCredential as JSON whatever --output says.)
+    let out = ssh_text(&u, "aws eks get-token --cluster-name demo");
+    let credential: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = credential["status"]["token"].as_str().unwrap_or_default();
+    let encoded = token
+        .strip_prefix("k8s-aws-v1.")
+        .unwrap_or_else(|| panic!("not an EKS token: {token}"));
+    let url = String::from_utf8(URL_SAFE_NO_PAD.decode(encoded).unwrap()).unwrap();
+    let (host, path_and_query) = url
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap_or_else(|| panic!("not an https URL: {url}"));
+    assert!(
+        host.starts_with("sts.") && host.ends_with(".amazonaws.com"),
+        "{url}"
+    );
+    assert!(path_and_query.contains("Action=GetCallerIdentity"), "{url}");
+    // moto sends requests without an Authorization header to its S3 mock; a
+    // header naming the token's own credential scope routes it to STS. The
+    // identity is still that of the access key the URL was signed with.
+    let credential = path_and_query
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("X-Amz-Credential="))
+        .unwrap_or_else(|| panic!("not presigned: {url}"))
+        .replace("%2F", "/");
+    let out = run_ok(Command::new("curl").args([
+        "-sS",
+        "-H",
+        &format!("Host: {host}"),
+        "-H",
+        "x-k8s-aws-id: demo",
+        "-H",
+        &format!("Authorization: AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host, Signature=0"),
+        &format!("http://{STS}/{path_and_query}"),
+    ]));
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reply.contains(&format!(":assumed-role/e2e-role/{}</Arn>", u.name)),
+        "{reply}"
+    );
+}
+
+/// Fetches the user's credentials in their session through IMDSv1, IMDSv2
+/// and the container endpoint into files in their home (never on the
+/// terminal, so never in the recording), and returns every secret the
+/// session held: the keys and tokens served, the IMDSv2 token and the
+/// container's endpoint token.
+fn secrets_of_a_session(u: &User) -> Vec<String> {
+    let script = r#"
+set -e
+imds=http://169.254.169.254/latest/meta-data/iam/security-credentials
+t=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token)
+role=$(curl -sf -H "X-aws-ec2-metadata-token: $t" $imds/)
+curl -sf -H "X-aws-ec2-metadata-token: $t" $imds/$role >~/.e2e-v2.json
+curl -sf $imds/$role >~/.e2e-v1.json
+curl -sf -H "Authorization: $AWS_CONTAINER_AUTHORIZATION_TOKEN" "$AWS_CONTAINER_CREDENTIALS_FULL_URI" >~/.e2e-ecs.json
+printf '%s' "$t" >~/.e2e-imds-token
+printf '%s' "$AWS_CONTAINER_AUTHORIZATION_TOKEN" >~/.e2e-endpoint-token
+echo fetched
+"#;
+    assert_eq!(ssh_text(u, script).trim(), "fetched");
+    let home = std::path::Path::new("/var/lib/bastion/homes").join(&u.name);
+    let read = |name: &str| std::fs::read_to_string(home.join(name)).unwrap();
+    let mut secrets = vec![read(".e2e-imds-token"), read(".e2e-endpoint-token")];
+    for file in [".e2e-v2.json", ".e2e-v1.json", ".e2e-ecs.json"] {
+        let served: serde_json::Value = serde_json::from_str(&read(file)).unwrap();
+        for key in ["SecretAccessKey", "Token"] {
+            let value = served[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}: no {key}"));
+            secrets.push(value.to_owned());
+        }
+    }
+    secrets.sort();
+    secrets.dedup();
+    for s in &secrets {
+        assert!(s.len() >= 16, "too short to be a secret: {s:?}");
+    }
+    secrets
+}
+
+#[test]
+fn no_secret_of_a_session_reaches_any_log_or_record() {
+    let u = e2e_user("bt-cred-leak");
+    let secrets = secrets_of_a_session(&u);
+    // Everything bastion writes: its daemons' logs, the audit trail and the
+    // user's session recordings. (The STS server's own log is not ours.)
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from("/var/log/bastion")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                // Other users' recordings hold other sessions' output.
+                let others = path.parent().is_some_and(|p| p.ends_with("sessions"))
+                    && !path.ends_with(&u.name)
+                    && !path.ends_with(".open");
+                if !others {
+                    dirs.push(path);
+                }
+            } else if !path.ends_with("sts-demo.log") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("metadata-proxy.log")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("audit.jsonl")),
+        "{files:?}"
+    );
+    for file in &files {
+        // Session markers come and go while other sessions run.
+        let Ok(bytes) = std::fs::read(file) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret of {}'s session is in {}",
+                u.name,
+                file.display()
+            );
+        }
+    }
+    // The STS call and the hand-out are audited (without the secrets, as
+    // checked above; the proxy writes them just after answering).
+    let audited = |kind: &str| {
+        audit_events()
+            .iter()
+            .any(|e| e["user"] == u.name.as_str() && e["event"] == kind)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || audited("sts.assume_role")
+            && audited("credentials.issued")),
+        "the credentials of {}'s session are not in the audit log",
+        u.name
+    );
+}
+
+#[test]
+fn one_users_tokens_are_refused_from_another_users_container() {
+    let alice = e2e_user("bt-cred-owner");
+    let mallory = e2e_user("bt-cred-thief");
+    let stolen = ssh_text(
+        &alice,
+        "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' http://169.254.169.254/latest/api/token; echo; printf '%s' \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\"",
+    );
+    let (imds_token, endpoint_token) = stolen.split_once('\n').expect("two tokens");
+    assert!(
+        !imds_token.is_empty() && !endpoint_token.is_empty(),
+        "{stolen}"
+    );
+    let script = format!(
+        r#"
+imds=http://169.254.169.254/latest/meta-data/iam/security-credentials/
+curl -s -o /dev/null -w '%{{http_code}}\n' -H 'X-aws-ec2-metadata-token: {imds_token}' $imds
+curl -s -o /dev/null -w '%{{http_code}}\n' -H 'X-aws-ec2-metadata-token: {imds_token}' $imds/e2e-role
+curl -s -w '\n%{{http_code}}\n' -H 'Authorization: {endpoint_token}' "$AWS_CONTAINER_CREDENTIALS_FULL_URI"
+"#
+    );
+    let out = ssh_text(&mallory, &script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "401", "alice's IMDSv2 token listed a role: {out}");
+    assert_eq!(
+        lines[1], "401",
+        "alice's IMDSv2 token got credentials: {out}"
+    );
+    let status = lines.last().copied().unwrap_or_default();
+    assert!(
+        status.starts_with('4') && !out.contains("AccessKeyId"),
+        "alice's endpoint token got credentials: {out}"
+    );
+}
+
+#[test]
+fn the_proxys_admin_listener_is_unreachable_from_a_session() {
+    let u = e2e_user("bt-cred-admin");
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "bastion0",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let gateway = gateway.trim();
+    // The admin listener answers on the host...
+    let host = run_ok(Command::new("curl").args(["-sf", "http://127.0.0.1:8776/metrics"]));
+    assert!(String::from_utf8_lossy(&host.stdout).contains("# TYPE"));
+    // ...and not from a container, at any address it might try.
+    let script = format!(
+        "for u in http://{gateway}:8776/metrics http://127.0.0.1:8776/metrics http://{gateway}:8775/metrics http://169.254.169.254/metrics; do \
+           printf '%s ' $u; curl -s -m 3 $u | grep -c '# TYPE' || true; done"
+    );
+    let out = ssh_text(&u, &script);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    for line in out.lines() {
+        assert!(line.ends_with(" 0"), "metrics reachable: {line}");
     }
 }

@@ -30,12 +30,12 @@ fi
 plainkey="$OUT/plainkey"
 rm -f "$plainkey" "$plainkey.pub"; ssh-keygen -q -t ed25519 -N "" -f "$plainkey" >/dev/null
 install -m 0644 "$plainkey.pub" "/etc/bastion/authorized_keys/$plain"
-# The stream runs leave a 64 MiB recording each (the default cap): removed
-# at the end, like the comparison user. Only the benchmark's own sessions.
-since="$OUT/started"; touch "$since"
+# The stream runs leave a 64 MiB recording each (the default cap). At the
+# end the demo user alice's recordings are pruned the audited way (a
+# `recording.pruned` event each, so `bastionctl audit verify` still passes).
 cleanup() {
     rm -f "/etc/bastion/authorized_keys/$plain"; userdel -r "$plain" 2>/dev/null || true
-    find /var/log/bastion/sessions/alice -name '*.cast' -newer "$since" -size +1M -delete
+    bastionctl sessions prune --older-than 0s --user alice >/dev/null
 }
 trap cleanup EXIT
 

@@ -4,10 +4,19 @@
 # namespace to http://169.254.169.254/..., with wrk at 1/16/64 connections;
 # the first credential request of new containers (prefetched); the proxy's
 # RSS with N user containers known; then the same wrk runs against nginx
-# serving a static 500-byte JSON on the same DNAT path (the ceiling), side
-# by side on the same machine and load.
+# serving a static 500-byte JSON on the same DNAT path (the ceiling), and
+# with lyft's metadataproxy (what bastion replaces) on the same path, side by
+# side on the same machine and load.
 #
-#   sudo metadata-proxy/bench/dnat-wrk.sh [--duration 10s] [--containers 200] [--no-nginx]
+#   sudo metadata-proxy/bench/dnat-wrk.sh [--duration 10s] [--containers 200] [--no-nginx] [--no-metadataproxy]
+#
+# lyft's metadataproxy 2.2.0 pins 2018 libraries that no longer build on
+# Python 3.11 (PyYAML 5.4, gevent 1.3, greenlet 0.4): it is installed from
+# PyPI into its own venv (/opt/bastion/bench/metadataproxy) with --no-deps,
+# beside current Flask, gevent, gunicorn and boto3 and the docker-py 1.10.6
+# it needs (with requests < 2.29, urllib3 < 2, which docker-py 1.x needs).
+# It runs as its README says (gunicorn, one gevent worker), with
+# DEFAULT_ACCOUNT_ID set (no IAM call) and STS pointed at moto.
 #
 # Uses its own network bastion-mpt (172.30.200.0/24, like the integration
 # tests) and moto on loopback; cleans up what it started. Needs: root,
@@ -18,11 +27,13 @@ set -euo pipefail
 duration=10s
 containers=200
 nginx=true
+metadataproxy=true
 while (($#)); do
     case "$1" in
     --duration) duration="$2"; shift ;;
     --containers) containers="$2"; shift ;;
     --no-nginx) nginx=false ;;
+    --no-metadataproxy) metadataproxy=false ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     esac
     shift
@@ -92,7 +103,7 @@ curl -fsS "127.0.0.1:$admin_port/healthz" >/dev/null || { cat "$work/proxy.log";
 
 start_container() { # NAME -> pid of its init
     docker run -d --name "bastion-$1" --network "$network" --label bastion.bench=dnat-wrk \
-        --label "bastion.user=$1" --label bastion.role=dev \
+        --label "bastion.user=$1" --label bastion.role=dev -e IAM_ROLE=dev \
         --entrypoint sleep bastion/user:latest infinity >/dev/null
     docker inspect -f '{{.State.Pid}}' "bastion-$1"
 }
@@ -136,11 +147,39 @@ if ((containers > 0)); then
     echo "  proxy RSS: $(ps -o rss= -p "$proxy_pid") KiB"
 fi
 
+kill "$proxy_pid"
+wait "$proxy_pid" 2>/dev/null || true
+wait_for_answer() {
+    for _ in $(seq 100); do
+        nsenter -t "$pid" -n curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    die "nothing answers $url through DNAT"
+}
+
+if $metadataproxy; then
+    venv=/opt/bastion/bench/metadataproxy
+    if [[ ! -x $venv/bin/gunicorn ]] || ! "$venv/bin/python" -c 'import metadataproxy' 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --no-deps metadataproxy==2.2.0
+        "$venv/bin/pip" install -q docker-py==1.10.6 'requests<2.29' 'urllib3<2' flask gunicorn gevent \
+            boto3 cachetools python-json-logger pyyaml blinker python-dateutil
+    fi
+    (cd "$work" && AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 \
+        AWS_ENDPOINT_URL_STS="http://127.0.0.1:$moto_port" DEFAULT_ACCOUNT_ID=123456789012 \
+        exec "$venv/bin/gunicorn" metadataproxy:app --workers=1 -k gevent --bind "$gateway:8775" \
+        >"$work/metadataproxy.log" 2>&1) &
+    mdp_pid=$!
+    pids+=("$mdp_pid")
+    wait_for_answer
+    run_wrk "lyft metadataproxy 2.2.0 (gunicorn, 1 gevent worker), cached credentials"
+    kill "$mdp_pid"
+    wait "$mdp_pid" 2>/dev/null || true
+fi
+
 if $nginx; then
     # The ceiling: nginx serving a static 500-byte JSON on the same address,
     # port and path, in place of the proxy.
-    kill "$proxy_pid"
-    wait "$proxy_pid" 2>/dev/null || true
     mkdir -p "$work/www/latest/meta-data/iam/security-credentials"
     chmod -R a+rX "$work/www"
     chmod a+x "$work" # nginx's workers run as nobody
@@ -162,9 +201,6 @@ http {
 NGINX
     nginx -c "$work/nginx.conf" &
     pids+=($!)
-    for _ in $(seq 50); do
-        nsenter -t "$pid" -n curl -fsS -o /dev/null "$url" 2>/dev/null && break
-        sleep 0.2
-    done
+    wait_for_answer
     run_wrk "nginx, static 500-byte JSON (the ceiling)"
 fi

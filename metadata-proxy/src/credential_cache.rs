@@ -56,6 +56,11 @@ pub struct Tuning {
     pub backoff_cap: Duration,
     /// How often the background scan runs.
     pub scan_interval: Duration,
+    /// How long the scan keeps a key no known container uses, after its
+    /// last request: a container missing from the directory for a moment
+    /// (an event re-read that failed, a resync racing a start) must not
+    /// cost its valid credentials and a new STS call.
+    pub keep_unwanted: Duration,
 }
 
 impl Default for Tuning {
@@ -67,6 +72,7 @@ impl Default for Tuning {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             scan_interval: Duration::from_secs(10),
+            keep_unwanted: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -122,8 +128,9 @@ impl RateLimit {
     }
 }
 
-#[derive(Default)]
 struct EntryState {
+    /// When a request last asked for this key (or it was created).
+    last_used: Instant,
     creds: Option<Arc<IssuedCredentials>>,
     failures: u32,
     retry_at: Option<Instant>,
@@ -178,7 +185,13 @@ impl<S: AssumeRole> CredentialCache<S> {
         let entry = Arc::new(Entry {
             request: request.clone(),
             fetch_lock: AsyncMutex::new(()),
-            state: Mutex::new(EntryState::default()),
+            state: Mutex::new(EntryState {
+                last_used: Instant::now(),
+                creds: None,
+                failures: 0,
+                retry_at: None,
+                last_error: None,
+            }),
             warnings: RateLimit::default(),
         });
         entries.insert(key.clone(), entry.clone());
@@ -201,7 +214,11 @@ impl<S: AssumeRole> CredentialCache<S> {
     ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
         let entry = self.entry(key, request);
         let now = SystemTime::now();
-        let cached = entry.state.lock().expect("entry lock").creds.clone();
+        let cached = {
+            let mut state = entry.state.lock().expect("entry lock");
+            state.last_used = Instant::now();
+            state.creds.clone()
+        };
         if let Some(creds) = cached {
             let left = remaining(&creds, now);
             if left > self.tuning.min_served {
@@ -345,14 +362,22 @@ impl<S: AssumeRole> CredentialCache<S> {
     }
 
     /// One pass of the background refresh: refresh keys in `wanted` that
-    /// need it (not backing off, no call in flight), drop all other keys.
+    /// need it (not backing off, no call in flight); drop the other keys
+    /// once unused for [`Tuning::keep_unwanted`].
     pub fn scan(self: &Arc<Self>, wanted: &HashSet<CacheKey>) {
         let now = SystemTime::now();
         let mut to_refresh = Vec::new();
         {
             let mut entries = self.entries.write().expect("cache lock");
-            entries.retain(|key, _| wanted.contains(key));
-            for entry in entries.values() {
+            entries.retain(|key, entry| {
+                wanted.contains(key)
+                    || entry.state.lock().expect("entry lock").last_used.elapsed()
+                        < self.tuning.keep_unwanted
+            });
+            for (key, entry) in entries.iter() {
+                if !wanted.contains(key) {
+                    continue;
+                }
                 let state = entry.state.lock().expect("entry lock");
                 let due = state
                     .creds
@@ -618,9 +643,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unwanted_keys_are_dropped_and_prefetch_fills_the_cache() {
+    async fn unwanted_keys_are_dropped_once_unused_and_prefetch_fills_the_cache() {
         let sts = Arc::new(ScriptedStsTestDouble::default());
-        let cache = cache(&sts);
+        let cache = Arc::new(CredentialCache::new(
+            sts.clone(),
+            Tuning {
+                keep_unwanted: Duration::from_millis(300),
+                ..Tuning::default()
+            },
+            Arc::new(Metrics::new()),
+            Auditor::tracing_only(),
+        ));
         let req = request("alice", None);
         cache.prefetch(&req);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -631,6 +664,14 @@ mod tests {
             Outcome::Hit,
             "the first request after a prefetch waits for nothing"
         );
+        // A container missing from the directory for a moment keeps its
+        // credentials...
+        cache.scan(&HashSet::new());
+        assert_eq!(cache.len(), 1);
+        cache.get(&req).await.unwrap();
+        assert_eq!(sts.calls(), 1, "no new STS call after a gap");
+        // ...and a key nobody asks for goes once unused for long enough.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         cache.scan(&HashSet::new());
         assert!(cache.is_empty());
     }

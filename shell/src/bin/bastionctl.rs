@@ -88,6 +88,9 @@ enum SessionsCmd {
     Prune {
         #[arg(long, value_parser = review::parse_age)]
         older_than: Duration,
+        /// Only this user's recordings.
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long)]
         dry_run: bool,
     },
@@ -201,12 +204,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Sessions(SessionsCmd::Prune {
             older_than,
+            user,
             dry_run,
         }) => {
             review::prune(
                 &ctx,
                 PruneOptions {
                     older_than,
+                    user,
                     dry_run,
                 },
                 &mut out,

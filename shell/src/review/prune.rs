@@ -14,11 +14,13 @@ use crate::audit::{AuditEvent, AuditLog, RecordingPruned};
 use crate::recording::session::open_markers_dir;
 use crate::recording::sessions_dir;
 
-/// `--older-than` and `--dry-run`.
-#[derive(Debug, Clone, Copy)]
+/// `--older-than`, `--user` and `--dry-run`.
+#[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// Recordings last written longer ago than this go.
     pub older_than: Duration,
+    /// Only this user's recordings.
+    pub user: Option<String>,
     /// List what would go, delete nothing.
     pub dry_run: bool,
 }
@@ -32,7 +34,7 @@ pub struct PruneReport {
     pub skipped_live: Vec<PathBuf>,
 }
 
-/// `bastionctl sessions prune --older-than AGE [--dry-run]`.
+/// `bastionctl sessions prune --older-than AGE [--user NAME] [--dry-run]`.
 pub fn prune(
     ctx: &ReviewContext,
     opts: PruneOptions,
@@ -60,6 +62,9 @@ pub fn prune(
     for user_dir in users.flatten() {
         let user = user_dir.file_name().to_string_lossy().into_owned();
         if user.starts_with('.') || !user_dir.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if opts.user.as_ref().is_some_and(|only| *only != user) {
             continue;
         }
         let files = fs::read_dir(user_dir.path()).map_err(|source| ReviewError::Read {
@@ -160,10 +165,11 @@ mod tests {
         age(&alice, 100);
         let opts = PruneOptions {
             older_than: Duration::from_secs(90 * 86400),
+            user: None,
             dry_run: true,
         };
         let mut out = Vec::new();
-        let report = prune(&f.ctx, opts, &mut out).unwrap();
+        let report = prune(&f.ctx, opts.clone(), &mut out).unwrap();
         assert_eq!(report.removed, std::slice::from_ref(&alice));
         assert!(alice.exists(), "a dry run deletes nothing");
         assert!(text(out).contains("would remove"));
@@ -172,7 +178,7 @@ mod tests {
             &f.ctx,
             PruneOptions {
                 dry_run: false,
-                ..opts
+                ..opts.clone()
             },
             &mut Vec::new(),
         )
@@ -183,6 +189,28 @@ mod tests {
         let v = verify(&f.config.audit_log).unwrap();
         assert!(v.is_ok(), "a pruned recording is not tampering: {v}");
         assert_eq!(v.recordings_checked, 1);
+    }
+
+    #[test]
+    fn user_limits_pruning_to_that_users_recordings() {
+        let f = fixture();
+        let alice = f
+            .config
+            .log_dir
+            .join("sessions/alice/20261123-alice-1.cast");
+        let bob = f.config.log_dir.join("sessions/bob/20261123-bob-1.cast");
+        age(&alice, 100);
+        age(&bob, 100);
+        let opts = PruneOptions {
+            older_than: Duration::from_secs(90 * 86400),
+            user: Some("bob".into()),
+            dry_run: false,
+        };
+        let report = prune(&f.ctx, opts, &mut Vec::new()).unwrap();
+        assert_eq!(report.removed, std::slice::from_ref(&bob));
+        assert!(alice.exists());
+        let v = verify(&f.config.audit_log).unwrap();
+        assert!(v.is_ok(), "{v}");
     }
 
     #[test]
@@ -200,6 +228,7 @@ mod tests {
         age(&path, 200);
         let opts = PruneOptions {
             older_than: Duration::from_secs(90 * 86400),
+            user: None,
             dry_run: false,
         };
         let report = prune(&f.ctx, opts, &mut Vec::new()).unwrap();

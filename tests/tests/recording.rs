@@ -279,3 +279,112 @@ fn audit_events_also_go_to_syslog_authpriv() {
     // <86> = facility authpriv (10) * 8 + severity info (6).
     assert!(line.starts_with("<86>"), "{line}");
 }
+
+/// A real session exported with `sessions export --html` and opened in a
+/// real browser: headless Chromium (Debian's `chromium`) loads the page from
+/// disk with the network off, runs the embedded asciinema-player, and the
+/// rendered DOM shows what the session printed and the metadata beside it.
+#[test]
+fn an_exported_session_renders_in_chromium() {
+    let u = e2e_user("bt-rec-export");
+    let marker = format!("exportmarker{}", std::process::id());
+    // Text that a page built carelessly would break on: markup in the
+    // output, non-ASCII, and bold (an escape sequence) in a TTY session.
+    let printed = ssh(
+        &u,
+        &["-tt"],
+        &[&format!(
+            "echo {marker}; printf '\\033[1mNAME\\033[0m STATUS\\nkube-system Active\\nzebra-canary-été </script> & more\\n'"
+        )],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert!(printed.status.success());
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"].as_str().is_some_and(|c| c.contains(&marker))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("session.html");
+    let out = bastionctl(&[
+        "sessions",
+        "export",
+        start["session_id"].as_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium (apt-get install chromium; test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The player built its terminal inside #player and drew the recorded
+    // lines into it (the recording itself sits in a <script>, outside).
+    let player = dom
+        .split_once(r#"<div id="player">"#)
+        .and_then(|(_, rest)| rest.split_once("<aside>"))
+        .map(|(player, _)| player)
+        .expect("the player's container");
+    assert!(player.contains("ap-term"), "no player terminal:\n{player}");
+    let shown = visible_text(player);
+    for text in [
+        marker.as_str(),
+        "NAME STATUS",
+        "kube-system Active",
+        "zebra-canary-été",
+        "</script> & more",
+    ] {
+        assert!(
+            shown.contains(text),
+            "the player did not render {text:?}; text in #player:\n{shown}"
+        );
+    }
+    // The metadata is beside it, and the recording matches its end event.
+    assert!(dom.contains(&u.name));
+    assert!(dom.contains(&marker));
+    assert!(dom.contains("intact (matches session.end)"), "{dom}");
+}
+
+/// The text of an HTML fragment: tags out, entities decoded (the player
+/// pads cells with non-breaking spaces).
+fn visible_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", " ")
+        .replace('\u{a0}', " ")
+        .replace("&amp;", "&")
+}

@@ -71,6 +71,6 @@ cost = 100 * (1 - rows[0][1] / rows[1][1])
 print(f"\nRecording costs **{cost:.1f}%** of throughput (goal < 10%).\n")
 size = os.path.getsize(cast)
 print(f"An interactive session left idle for {idle} s: recording of **{size} bytes** "
-      f"({sum(1 for _ in open(cast)) - 1} events: the prompt and the exit). "
+      f"({sum(1 for _ in open(cast)) - 1} events: the banner, the prompt, the exit). "
       "Idle time writes nothing, so an hour idle is the same size.")
 PY

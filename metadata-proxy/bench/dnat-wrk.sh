@@ -159,10 +159,11 @@ wait_for_answer() {
 
 if $metadataproxy; then
     venv=/opt/bastion/bench/metadataproxy
-    if [[ ! -x $venv/bin/gunicorn ]] || ! "$venv/bin/python" -c 'import metadataproxy' 2>/dev/null; then
+    if [[ ! -x $venv/bin/gunicorn ]] || ! "$venv/bin/python" -c 'import metadataproxy, gevent, packaging' 2>/dev/null; then
         python3 -m venv "$venv"
         "$venv/bin/pip" install -q --no-deps metadataproxy==2.2.0
-        "$venv/bin/pip" install -q docker-py==1.10.6 'requests<2.29' 'urllib3<2' flask gunicorn gevent \
+        # (pip then warns that metadataproxy's pins are not met: expected.)
+        "$venv/bin/pip" install -q docker-py==1.10.6 'requests<2.29' 'urllib3<2' flask gunicorn gevent packaging \
             boto3 cachetools python-json-logger pyyaml blinker python-dateutil
     fi
     (cd "$work" && AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1 \

@@ -35,7 +35,7 @@ readonly BASE_PACKAGES=(
 )
 # What the test suite needs on top: a venv for moto (the STS server, installed
 # by provisioning/sts-demo.sh), tmux to drive interactive sessions.
-readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate hyperfine wrk)
+readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate wrk)
 
 usage() {
     sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2

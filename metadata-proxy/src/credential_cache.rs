@@ -370,15 +370,10 @@ impl<S: AssumeRole> CredentialCache<S> {
         {
             let mut entries = self.entries.write().expect("cache lock");
             entries.retain(|key, entry| {
-                wanted.contains(key)
-                    || entry.state.lock().expect("entry lock").last_used.elapsed()
-                        < self.tuning.keep_unwanted
-            });
-            for (key, entry) in entries.iter() {
-                if !wanted.contains(key) {
-                    continue;
-                }
                 let state = entry.state.lock().expect("entry lock");
+                if !wanted.contains(key) {
+                    return state.last_used.elapsed() < self.tuning.keep_unwanted;
+                }
                 let due = state
                     .creds
                     .as_ref()
@@ -387,7 +382,8 @@ impl<S: AssumeRole> CredentialCache<S> {
                 if due && !backing_off {
                     to_refresh.push(entry.clone());
                 }
-            }
+                true
+            });
         }
         for entry in to_refresh {
             if entry.fetch_lock.try_lock().is_ok() {

@@ -38,6 +38,27 @@ fn bastionctl(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `bastionctl sessions export --html` of the session whose start event
+/// is `start`, into a page in a new temporary directory (kept alive by the
+/// returned guard).
+fn export_page(start: &Value) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("session.html");
+    let out = bastionctl(&[
+        "sessions",
+        "export",
+        start["session_id"].as_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, page)
+}
+
 #[test]
 fn a_command_session_is_audited_and_recorded() {
     let u = e2e_user("bt-rec-cmd");
@@ -142,20 +163,7 @@ fn an_interactive_session_is_recorded_for_asciinema_without_input() {
         "{found}"
     );
     // And exports it as a page with the player and its metadata.
-    let dir = tempfile::tempdir().unwrap();
-    let page = dir.path().join("s.html");
-    let out = bastionctl(&[
-        "sessions",
-        "export",
-        start["session_id"].as_str().unwrap(),
-        "--html",
-        page.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, page) = export_page(&start);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("AsciinemaPlayer"));
     assert!(html.contains(&u.name));
@@ -304,20 +312,7 @@ fn an_exported_session_renders_in_chromium() {
     let (start, _) = session_events(&u.name, |e| {
         e["command"].as_str().is_some_and(|c| c.contains(&marker))
     });
-    let dir = tempfile::tempdir().unwrap();
-    let page = dir.path().join("session.html");
-    let out = bastionctl(&[
-        "sessions",
-        "export",
-        start["session_id"].as_str().unwrap(),
-        "--html",
-        page.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, page) = export_page(&start);
 
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("chromium")

@@ -131,7 +131,13 @@ pub struct ContainerManager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Each image's own `/etc/passwd` and `/etc/group`, by image id (an id
     /// names immutable content, so an entry never goes stale).
-    image_accounts: Mutex<HashMap<String, Arc<(String, String)>>>,
+    image_accounts: Mutex<HashMap<String, Arc<ImageAccounts>>>,
+}
+
+/// An image's own `/etc/passwd` and `/etc/group`.
+struct ImageAccounts {
+    passwd: String,
+    group: String,
 }
 
 /// Which container lifecycle event to audit.
@@ -388,38 +394,24 @@ impl ContainerManager {
             path: PathBuf::from(TOKEN_PATH_IN_CONTAINER),
             source,
         })?;
-        if let Err(e) = self.upload_files(&created.id, name, files).await {
+        let uploaded = self
+            .docker
+            .upload_to_container(
+                &created.id,
+                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                bollard::body_full(files.into()),
+            )
+            .await;
+        if let Err(e) = uploaded {
             // Never leave a container without its account files and token
             // for the next login to start: the next one recreates it.
             let force = RemoveContainerOptionsBuilder::new().force(true).build();
             if let Err(removal) = self.docker.remove_container(&created.id, Some(force)).await {
                 tracing::error!(container = %name, error = %removal, "cannot remove a container left without its account files");
             }
-            return Err(e);
+            return Err(docker_err("write account files into", e));
         }
         Ok(created.id)
-    }
-
-    /// Writes a new container's account files and credentials token (the
-    /// archive from [`Self::create`]).
-    async fn upload_files(
-        &self,
-        id: &str,
-        name: &str,
-        files: Vec<u8>,
-    ) -> Result<(), ContainerError> {
-        self.docker
-            .upload_to_container(
-                id,
-                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
-                bollard::body_full(files.into()),
-            )
-            .await
-            .map_err(|source| ContainerError::Docker {
-                action: "write account files into",
-                name: name.to_owned(),
-                source,
-            })
     }
 
     /// The image's /etc/passwd and /etc/group with the user added.
@@ -430,19 +422,22 @@ impl ContainerManager {
         who: &Identity,
     ) -> Result<(String, String), ContainerError> {
         let image = self.image_accounts(id, image_id).await?;
-        let (passwd, group) = (&image.0, &image.1);
         let group_name = uzers::get_group_by_gid(who.gid)
             .and_then(|g| g.name().to_str().map(str::to_owned))
             .unwrap_or_else(|| who.name.clone());
         let passwd = with_line(
-            passwd,
+            &image.passwd,
             &who.name,
             &format!(
                 "{}:x:{}:{}::/home/{}:/bin/bash",
                 who.name, who.uid, who.gid, who.name
             ),
         );
-        let group = with_line(group, &group_name, &format!("{group_name}:x:{}:", who.gid));
+        let group = with_line(
+            &image.group,
+            &group_name,
+            &format!("{group_name}:x:{}:", who.gid),
+        );
         Ok((passwd, group))
     }
 
@@ -452,7 +447,7 @@ impl ContainerManager {
         &self,
         id: &str,
         image_id: &str,
-    ) -> Result<Arc<(String, String)>, ContainerError> {
+    ) -> Result<Arc<ImageAccounts>, ContainerError> {
         let cached = self
             .image_accounts
             .lock()
@@ -484,7 +479,7 @@ impl ContainerManager {
             Ok::<_, ContainerError>(first_file_of_tar(&tar).unwrap_or_default())
         };
         let (passwd, group) = tokio::try_join!(read("/etc/passwd"), read("/etc/group"))?;
-        let found = Arc::new((passwd, group));
+        let found = Arc::new(ImageAccounts { passwd, group });
         self.image_accounts
             .lock()
             .expect("image accounts map poisoned")

@@ -140,7 +140,7 @@ pub fn prune(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{fixture, text};
+    use super::super::testutil::{Fixture, fixture, text};
     use super::*;
     use crate::audit::verify;
 
@@ -154,14 +154,19 @@ mod tests {
             .unwrap();
     }
 
+    /// The fixture's recordings of alice and bob.
+    fn recordings(f: &Fixture) -> (PathBuf, PathBuf) {
+        let sessions = f.config.log_dir.join("sessions");
+        (
+            sessions.join("alice/20261123-alice-1.cast"),
+            sessions.join("bob/20261123-bob-1.cast"),
+        )
+    }
+
     #[test]
     fn old_recordings_go_and_verify_still_passes() {
         let f = fixture();
-        let alice = f
-            .config
-            .log_dir
-            .join("sessions/alice/20261123-alice-1.cast");
-        let bob = f.config.log_dir.join("sessions/bob/20261123-bob-1.cast");
+        let (alice, bob) = recordings(&f);
         age(&alice, 100);
         let opts = PruneOptions {
             older_than: Duration::from_secs(90 * 86400),
@@ -194,11 +199,7 @@ mod tests {
     #[test]
     fn user_limits_pruning_to_that_users_recordings() {
         let f = fixture();
-        let alice = f
-            .config
-            .log_dir
-            .join("sessions/alice/20261123-alice-1.cast");
-        let bob = f.config.log_dir.join("sessions/bob/20261123-bob-1.cast");
+        let (alice, bob) = recordings(&f);
         age(&alice, 100);
         age(&bob, 100);
         let opts = PruneOptions {

@@ -314,6 +314,9 @@ start_services() {
         fi
     fi
     service_start bastiond
+    # bastiond has made the bastion network: the users' AWS CLI reaches the
+    # demo STS server on its gateway address from now on.
+    "$BASTION_PROVISIONING/sts-demo.sh" ready
 }
 
 print_summary() {

@@ -9,6 +9,7 @@ An address that does not exist yet (the bridge before bastiond creates it)
 is retried every second until it does.
 """
 
+import socket
 import sys
 import threading
 import time
@@ -18,17 +19,22 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import make_server
 
 
-def serve(app, address, port):
-    warned = False
-    while True:
+def address_exists(address):
+    """True when ADDRESS is on one of this host's interfaces (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
-            server = make_server(address, port, app, threaded=True, request_handler=MotoRequestHandler)
-            break
-        except OSError as error:
-            if not warned:
-                print(f"sts-demo: cannot listen on {address}:{port} yet ({error}); retrying every second", flush=True)
-                warned = True
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def serve(app, address, port):
+    if not address_exists(address):
+        print(f"sts-demo: {address} is not an address of this host yet; waiting for it", flush=True)
+        while not address_exists(address):
             time.sleep(1)
+    server = make_server(address, port, app, threaded=True, request_handler=MotoRequestHandler)
     print(f"sts-demo: STS (moto) listening on {address}:{port}", flush=True)
     server.serve_forever()
 

@@ -6,6 +6,7 @@
 #   provisioning/sts-demo.sh start     run it in the background (pidfile, log); waits until ready
 #   provisioning/sts-demo.sh stop      stop what `start` started
 #   provisioning/sts-demo.sh status    exit 0 when it answers
+#   provisioning/sts-demo.sh ready     wait (15 s at most) until it answers on the gateway too
 #   provisioning/sts-demo.sh run       run it in the foreground (systemd unit)
 #
 # It listens on 127.0.0.1:PORT (the metadata proxy's sts_endpoint) and on
@@ -31,8 +32,20 @@ die() {
 }
 
 answers() {
-    # Any HTTP answer from moto on loopback means it is up.
-    (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /moto-api/ HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q HTTP) 2>/dev/null
+    # Any HTTP answer from moto on ADDRESS (loopback by default) means it is up.
+    local address="${1:-127.0.0.1}"
+    (exec 3<>"/dev/tcp/$address/$port" && printf 'GET /moto-api/ HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q HTTP) 2>/dev/null
+}
+
+# The gateway address exists once bastiond has created the bastion network;
+# the server binds it within a second of that.
+ready() {
+    local i
+    for ((i = 0; i < 30; i++)); do
+        answers "$gateway" && return 0
+        sleep 0.5
+    done
+    die "moto does not answer on $gateway:$port (does the bastion network exist? docker network inspect bastion0; log $log)"
 }
 
 install() {
@@ -65,7 +78,7 @@ start() {
     local i
     for ((i = 0; i < 60; i++)); do
         answers && {
-            echo "sts-demo: STS on 127.0.0.1:$port and $gateway:$port (log $log)"
+            echo "sts-demo: STS on 127.0.0.1:$port, and on $gateway:$port once the bastion network exists (log $log)"
             return 0
         }
         kill -0 "$(cat "$pidfile")" 2>/dev/null || break
@@ -99,5 +112,6 @@ status)
     if answers; then echo "sts-demo: answering on 127.0.0.1:$port"; else die "not answering on 127.0.0.1:$port"; fi
     ;;
 run) run ;;
+ready) ready ;;
 *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

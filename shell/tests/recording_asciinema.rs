@@ -11,14 +11,29 @@ use bastion::recording::{
     BastionHeader, CastEnv, CastHeader, Recorder, RecorderOptions, cast_path,
 };
 
-fn asciinema() -> &'static str {
-    let found = Command::new("asciinema").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "asciinema is not installed: run `apt-get install asciinema` (this test checks our files against the real player)"
-    );
-    "asciinema"
+/// A config directory of its own for `asciinema` in `dir`, once it has
+/// been checked to run there. On its first run asciinema creates
+/// `~/.config/asciinema`, and two first runs at once race there (one dies of
+/// FileExistsError), as the two tests of this file did on a fresh machine.
+fn asciinema_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("asciinema-config");
+    match Command::new("asciinema")
+        .arg("--version")
+        .env(CONFIG_ENV, &config)
+        .output()
+    {
+        Ok(o) if o.status.success() => config,
+        Ok(o) => panic!(
+            "asciinema --version failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!(
+            "asciinema is not installed ({e}): run `apt-get install asciinema` (this test checks our files against the real player)"
+        ),
+    }
 }
+
+const CONFIG_ENV: &str = "ASCIINEMA_CONFIG_HOME";
 
 fn header() -> CastHeader {
     CastHeader {
@@ -88,8 +103,9 @@ fn asciinema_cat_reproduces_the_output_exactly() {
     // its stdout stays a pipe, where what it prints arrives unchanged.
     let pty = nix::pty::openpty(None, None).unwrap();
     let out = Command::new("setsid")
-        .args(["-w", "-c", asciinema(), "cat"])
+        .args(["-w", "-c", "asciinema", "cat"])
         .arg(&path)
+        .env(CONFIG_ENV, asciinema_config(dir.path()))
         .stdin(std::process::Stdio::from(pty.slave))
         .output()
         .unwrap();
@@ -114,7 +130,8 @@ fn asciinema_play_accepts_the_file() {
     let path = record(dir.path(), &[b"hello from the bastion\r\n"]);
     // `play` wants a terminal only for its keyboard controls; with stdin
     // not a TTY it plays straight through. -i caps the pauses.
-    let out = Command::new(asciinema())
+    let out = Command::new("asciinema")
+        .env(CONFIG_ENV, asciinema_config(dir.path()))
         .args(["play", "-i", "0.01"])
         .arg(&path)
         .stdin(std::process::Stdio::null())

@@ -1,6 +1,6 @@
 //! The floor of a login: one raw Engine API exec round trip (create, start
-//! attached, read to the end, inspect the exit code) of `true` in a running
-//! container, measured in-process with no CLI start-up. Prints one line per
+//! attached, read to the end, inspect the exit code) of `true` (or a given
+//! command, as a given user) in a running container, measured in-process with no CLI start-up. Prints one line per
 //! run in milliseconds, for bench/session.sh to summarise.
 
 use std::time::Instant;
@@ -20,6 +20,13 @@ struct Args {
     /// Untimed round trips first (connection set-up, caches).
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+    /// Run the command as this user (`uid:gid`), as bastiond does.
+    #[arg(long)]
+    user: Option<String>,
+    /// The command (default `true`); e.g. `-- /bin/bash -c true`, what a
+    /// bastion session of `ssh host true` runs.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,13 +35,19 @@ async fn main() -> anyhow::Result<()> {
     let docker = Docker::connect_with_local_defaults()?
         .negotiate_version()
         .await?;
+    let command = if args.command.is_empty() {
+        vec!["true".to_owned()]
+    } else {
+        args.command.clone()
+    };
     for i in 0..args.runs + args.warmup {
         let start = Instant::now();
         let exec = docker
             .create_exec(
                 &args.container,
                 CreateExecOptions {
-                    cmd: Some(vec!["true"]),
+                    cmd: Some(command.clone()),
+                    user: args.user.clone(),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     ..Default::default()

@@ -103,6 +103,56 @@ fn a_changed_image_recreates_the_container_when_no_session_is_live() {
     assert_eq!(docker(&["inspect", "-f", "{{.Image}}", &second]), b);
 }
 
+/// Whether bastiond served the session that ran `marker` from the
+/// container state it keeps from Docker's events (no inspects), per its log.
+fn served_from_remembered_state(marker: &str) -> bool {
+    let log = std::fs::read_to_string("/var/log/bastion/bastiond.log").unwrap_or_default();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("session start") && l.contains(marker))
+        .unwrap_or_else(|| panic!("no session start logged for {marker}"));
+    line.contains("container_state=\"remembered\"")
+}
+
+#[test]
+fn a_container_changed_behind_the_brokers_back_is_seen_at_the_next_login() {
+    let _serial = serial();
+    let u = user("bt-behind");
+    remove_container(&u);
+    ssh_text(&u, "echo kept > f");
+    // Warm logins come to be served from the remembered state (the first
+    // one's own create and start events make it inspect again once).
+    assert!(
+        (0..5).any(|i| {
+            let marker = format!("warm-probe-{i}");
+            ssh_text(&u, &format!("echo {marker}"));
+            served_from_remembered_state(&marker)
+        }),
+        "warm logins never skipped the inspects"
+    );
+    let first = container_id(&u);
+
+    // Stopped behind bastiond's back: the next login starts it again
+    // rather than trusting what it remembered.
+    docker(&["stop", "-t", "0", &container_of(&u)]);
+    assert_eq!(
+        ssh_text(&u, "echo after-stop; cat f").trim(),
+        "after-stop\nkept"
+    );
+    assert!(!served_from_remembered_state("after-stop"));
+    assert_eq!(container_id(&u), first);
+
+    // Removed behind its back: the next login creates a new one.
+    remove_container(&u);
+    assert_eq!(
+        ssh_text(&u, "echo after-rm; cat f").trim(),
+        "after-rm\nkept"
+    );
+    assert!(!served_from_remembered_state("after-rm"));
+    assert_ne!(container_id(&u), first);
+}
+
 #[test]
 fn a_stopped_broker_is_a_clear_error() {
     let _serial = serial();

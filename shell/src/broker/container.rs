@@ -21,6 +21,7 @@ use bollard::query_parameters::{
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 
+use super::container_state::{ContainerState, KnownContainer, Ticket};
 use super::identity::Identity;
 use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
 use crate::config::{BastiondConfig, UserSettings};
@@ -55,6 +56,8 @@ pub struct Running {
     pub role: Option<String>,
     /// Host pid of the container's init (its cgroup holds the limits).
     pub pid: Option<i32>,
+    /// Known from the events-kept state, without asking the Engine.
+    pub remembered: bool,
 }
 
 /// Why a user's container could not be made ready.
@@ -132,6 +135,9 @@ pub struct ContainerManager {
     /// Each image's own `/etc/passwd` and `/etc/group`, by image id (an id
     /// names immutable content, so an entry never goes stale).
     image_accounts: Mutex<HashMap<String, Arc<ImageAccounts>>>,
+    /// Running containers and image references as last inspected, kept by
+    /// the events stream ([`super::container_state::watch`]).
+    state: Arc<ContainerState>,
 }
 
 /// An image's own `/etc/passwd` and `/etc/group`.
@@ -162,7 +168,41 @@ impl ContainerManager {
             audit,
             locks: Mutex::new(HashMap::new()),
             image_accounts: Mutex::new(HashMap::new()),
+            state: Arc::default(),
         }
+    }
+
+    /// The events-kept state, for its watcher.
+    pub fn state(&self) -> Arc<ContainerState> {
+        self.state.clone()
+    }
+
+    /// Forgets what is remembered of container `name` (an exec in it failed).
+    pub fn forget(&self, name: &str) {
+        self.state.forget(name);
+    }
+
+    /// `who`'s container, when the events-kept state knows it running and
+    /// created from exactly what `settings` ask for now.
+    fn remembered(
+        &self,
+        config: &BastiondConfig,
+        who: &Identity,
+        settings: &UserSettings,
+        name: &str,
+    ) -> Option<Running> {
+        let (known, image_id) = self.state.lookup(name, &settings.image)?;
+        let current = known.user == who.name
+            && known.spec_hash == build_spec(config, who, settings, &image_id).hash;
+        current.then(|| Running {
+            id: known.id,
+            name: name.to_owned(),
+            image: settings.image.clone(),
+            image_id: known.image_id,
+            role: known.role,
+            pid: known.pid,
+            remembered: true,
+        })
     }
 
     /// Writes a `container.*` audit event (off the async threads).
@@ -206,6 +246,10 @@ impl ContainerManager {
         let lock = self.lock_for(&who.name);
         let _guard = lock.lock().await;
         let name = Self::name_of(&who.name);
+        if let Some(running) = self.remembered(config, who, settings, &name) {
+            return Ok(running);
+        }
+        let ticket = self.state.ticket();
 
         // Both questions at once: they are independent.
         let (image, existing) = tokio::join!(
@@ -230,6 +274,7 @@ impl ContainerManager {
         };
         let image_id = image.id.unwrap_or_default();
         let spec = build_spec(config, who, settings, &image_id);
+        let spec_hash = spec.hash.clone();
 
         let existing = match existing {
             Ok(c) => Some(c),
@@ -251,6 +296,9 @@ impl ContainerManager {
 
         let mut reuse = None;
         let mut init_pid = None;
+        // Only a container created from what the settings ask for now is
+        // remembered (one kept for its live sessions is not).
+        let mut current_spec = true;
         if let Some(c) = existing {
             let labels = c
                 .config
@@ -292,6 +340,7 @@ impl ContainerManager {
             } else {
                 if !current {
                     tracing::info!(user = %who.name, container = %name, "configuration changed; recreation waits until no session is live");
+                    current_spec = false;
                 }
                 let running_image = c.image.clone().unwrap_or_default();
                 init_pid = state
@@ -307,6 +356,7 @@ impl ContainerManager {
             }
         }
 
+        let configured_image_id = image_id.clone();
         let (id, running, image_id, role) = match reuse {
             Some(found) => found,
             None => {
@@ -336,14 +386,45 @@ impl ContainerManager {
                 .and_then(|p| i32::try_from(p).ok())
                 .filter(|&p| p > 0);
         }
-        Ok(Running {
+        let running = Running {
             pid: init_pid,
             id,
             name,
             image: settings.image.clone(),
             image_id,
             role,
-        })
+            remembered: false,
+        };
+        if current_spec && let Some(ticket) = ticket {
+            self.remember(ticket, who, &running, spec_hash, &configured_image_id);
+        }
+        Ok(running)
+    }
+
+    fn remember(
+        &self,
+        ticket: Ticket,
+        who: &Identity,
+        running: &Running,
+        spec_hash: String,
+        configured_image_id: &str,
+    ) {
+        let known = KnownContainer {
+            id: running.id.clone(),
+            user: who.name.clone(),
+            spec_hash,
+            image_id: running.image_id.clone(),
+            role: running.role.clone(),
+            pid: running.pid,
+        };
+        let kept = self.state.remember(
+            ticket,
+            &running.name,
+            known,
+            &running.image,
+            configured_image_id,
+        );
+        tracing::debug!(container = %running.name, kept, "container state remembered");
     }
 
     async fn create(

@@ -3,7 +3,9 @@
 //! socket, runs each session as a `docker exec` in the user's container,
 //! and stops and removes idle containers.
 
+pub mod cgroup;
 pub mod container;
+pub mod container_state;
 pub mod exec_stream;
 pub mod fdio;
 pub mod identity;
@@ -215,6 +217,11 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     if let Err(e) = broker.containers.ensure_network(&config.bastiond).await {
         tracing::warn!(error = %e, "cannot prepare the bastion network yet; will retry at the first login");
     }
+    let watcher = tokio::spawn(container_state::watch(
+        broker.containers.state(),
+        broker.containers.docker().clone(),
+        broker.shutdown.clone(),
+    ));
     reaper::recover(&broker).await;
     recover_interrupted_sessions(&broker).await;
 
@@ -246,6 +253,7 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     tracing::info!(live = sessions.len(), "shutting down: ending live sessions");
     broker.shutdown.cancel();
     reaper.abort();
+    watcher.abort();
     sessions.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
     let _ = std::fs::remove_file(&config.bastiond.socket);

@@ -7,11 +7,18 @@
 //! (this survives setsid, nohup and double forks), plus every descendant of
 //! the exec's own process (which catches children that cleared their
 //! environment while their parent lives).
+//!
+//! The container's processes come from its cgroup's `cgroup.procs`, so the
+//! cost follows the container's process count, not the host's (every
+//! session's end runs this). Without the cgroup (the container's init is
+//! unknown or gone), every host process's cgroup is checked instead.
 
 use std::collections::{HashMap, HashSet};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use super::cgroup::CgroupFiles;
 
 /// The environment variable that marks a session's processes.
 pub const SESSION_ENV: &str = "BASTION_SESSION";
@@ -25,34 +32,48 @@ struct ProcInfo {
     session: Option<String>,
 }
 
-fn scan(container_id: &str) -> Vec<ProcInfo> {
+/// The container's processes: from its cgroup when it can be read, else by
+/// checking every host process's cgroup for the container id.
+fn scan(container_id: &str, cgroup: Option<&CgroupFiles>) -> Vec<ProcInfo> {
+    if let Some(pids) = cgroup.and_then(CgroupFiles::processes) {
+        return pids
+            .into_iter()
+            .filter_map(|pid| procfs::process::Process::new(pid).ok())
+            .filter_map(|p| info(&p, true))
+            .collect();
+    }
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
     all.filter_map(Result::ok)
         .filter_map(|p| {
-            let stat = p.stat().ok()?;
             let in_container = p
                 .cgroups()
                 .map(|cgs| cgs.into_iter().any(|cg| cg.pathname.contains(container_id)))
                 .unwrap_or(false);
-            let session = if in_container {
-                p.environ().ok().and_then(|env| {
-                    env.iter().find_map(|(k, v)| {
-                        (k.to_str()? == SESSION_ENV).then(|| v.to_string_lossy().into_owned())
-                    })
-                })
-            } else {
-                None
-            };
-            Some(ProcInfo {
-                pid: stat.pid,
-                ppid: stat.ppid,
-                in_container,
-                session,
-            })
+            info(&p, in_container)
         })
         .collect()
+}
+
+/// What `select` needs of one process (`None` when it is gone).
+fn info(p: &procfs::process::Process, in_container: bool) -> Option<ProcInfo> {
+    let stat = p.stat().ok()?;
+    let session = if in_container {
+        p.environ().ok().and_then(|env| {
+            env.iter().find_map(|(k, v)| {
+                (k.to_str()? == SESSION_ENV).then(|| v.to_string_lossy().into_owned())
+            })
+        })
+    } else {
+        None
+    };
+    Some(ProcInfo {
+        pid: stat.pid,
+        ppid: stat.ppid,
+        in_container,
+        session,
+    })
 }
 
 /// Pids to kill for `session` in container `container_id`.
@@ -92,23 +113,32 @@ fn select(procs: &[ProcInfo], session: Option<&str>, root_pid: Option<i32>) -> V
     chosen.into_iter().collect()
 }
 
+/// The container whose processes are looked at: its id, and its cgroup
+/// when known.
+#[derive(Debug, Clone, Copy)]
+pub struct Container<'a> {
+    pub id: &'a str,
+    pub cgroup: Option<&'a CgroupFiles>,
+}
+
 /// SIGKILLs every process of `session` in the container; returns how many.
 /// Blocking (reads /proc): call from a blocking task.
-pub fn kill_session(container_id: &str, session: &str, exec_pid: Option<i32>) -> usize {
-    kill_selected(container_id, Some(session), exec_pid)
+pub fn kill_session(container: Container<'_>, session: &str, exec_pid: Option<i32>) -> usize {
+    kill_selected(container, Some(session), exec_pid)
 }
 
 /// SIGKILLs every process of any session in the container: those a previous
 /// bastiond left behind when it stopped. Returns how many.
-pub fn kill_orphaned_sessions(container_id: &str) -> usize {
-    kill_selected(container_id, None, None)
+pub fn kill_orphaned_sessions(container: Container<'_>) -> usize {
+    kill_selected(container, None, None)
 }
 
-fn kill_selected(container_id: &str, session: Option<&str>, root: Option<i32>) -> usize {
+fn kill_selected(container: Container<'_>, session: Option<&str>, root: Option<i32>) -> usize {
     // Two passes: a process may fork between the scan and the kill.
     let mut killed = 0;
     for _ in 0..2 {
-        let pids = select(&scan(container_id), session, root.filter(|&p| p > 1));
+        let procs = scan(container.id, container.cgroup);
+        let pids = select(&procs, session, root.filter(|&p| p > 1));
         if pids.is_empty() {
             break;
         }

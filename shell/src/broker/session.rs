@@ -15,6 +15,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::Broker;
+use super::cgroup::CgroupFiles;
 use super::container::{ContainerError, ENGINE_DOWN, Running};
 use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
@@ -263,9 +264,15 @@ async fn run(
         .containers
         .ensure(&config.bastiond, &who, &settings, others_live)
         .await?;
+    phase(if running.remembered {
+        "container ready (remembered)"
+    } else {
+        "container ready"
+    });
     tracing::info!(
         session = %session_id, user = %who.name, uid, container = %running.name,
         tty = request.tty, command = request.command.as_deref().unwrap_or("<login shell>"),
+        container_state = if running.remembered { "remembered" } else { "inspected" },
         "session start"
     );
 
@@ -300,9 +307,11 @@ async fn run(
     let record = kind != SessionKind::FileTransfer;
     let audit = broker.audit.clone();
     let recording_config = config.recording.clone();
-    phase("container ready");
-    let cgroup = running.pid.and_then(limits::CgroupFiles::of_process);
-    let limits_before = cgroup.as_ref().map(limits::CgroupFiles::read);
+    let cgroup = running
+        .pid
+        .and_then(|pid| CgroupFiles::of_container(pid, &running.id))
+        .map(Arc::new);
+    let limits_before = cgroup.as_deref().map(CgroupFiles::read_counters);
     // The records are begun while the Engine creates the exec (it is only
     // started once the records exist).
     let begin = tokio::task::spawn_blocking(move || {
@@ -349,7 +358,7 @@ async fn run(
     let (exec_id, ending, counters) = match result {
         Ok(done) => done,
         Err(e) => {
-            kill_session_processes(&running, &session_id, None).await;
+            kill_session_processes(&running, cgroup.as_ref(), &session_id, None).await;
             let outcome = SessionOutcome {
                 ended_by: EndedBy::Error,
                 exit_code: None,
@@ -363,25 +372,19 @@ async fn run(
     let mut killed = 0;
     if ending != Ending::Exit {
         let pid = exec_pid(broker, &exec_id).await;
-        killed = kill_session_processes(&running, &session_id, pid).await;
+        killed = kill_session_processes(&running, cgroup.as_ref(), &session_id, pid).await;
         tracing::info!(session = %session_id, killed, ended_by = ending.as_str(), "killed the session's processes");
     }
     phase("stream ended");
     let code = exit_code(broker, &exec_id).await;
     phase("exit code read");
-    let (bytes_in, bytes_out) = counters.snapshot();
-    tracing::info!(
-        session = %session_id, user = %who.name, container = %running.name,
-        exit_code = code, ended_by = ending.as_str(), bytes_in, bytes_out,
-        "session end"
-    );
     let code_for_shell = match ending {
         Ending::Exit => Some(code),
         Ending::BrokerShutdown => Some(EXIT_BASTION_FAILURE),
         Ending::ClientGone => None, // nobody to tell
     };
     if let Some(code) = code_for_shell {
-        let limits_after = cgroup.as_ref().map(limits::CgroupFiles::read);
+        let limits_after = cgroup.as_deref().map(CgroupFiles::read_counters);
         if let (Some(before), Some(after)) = (limits_before, limits_after) {
             let l = settings.limits;
             if let Some(message) = limits::notice(before, after, l.pids, l.memory) {
@@ -392,6 +395,13 @@ async fn run(
         }
         let _ = protocol::write_frame_async(reply, &ServerMessage::Exit { code }).await;
     }
+    // Logged once the shell has its exit code: nothing waits on the log.
+    let (bytes_in, bytes_out) = counters.snapshot();
+    tracing::info!(
+        session = %session_id, user = %who.name, container = %running.name,
+        exit_code = code, ended_by = ending.as_str(), bytes_in, bytes_out,
+        "session end"
+    );
     let signal = (killed > 0 && code == 128 + 9).then(|| "KILL".to_owned());
     let outcome = SessionOutcome {
         ended_by: ending.ended_by(),
@@ -403,10 +413,8 @@ async fn run(
     phase("records ended");
     drop(live);
     // Whatever the session left running in the background goes with it.
-    let cleanup_running = running.clone();
-    let cleanup_id = session_id.clone();
     tokio::spawn(async move {
-        kill_session_processes(&cleanup_running, &cleanup_id, None).await;
+        kill_session_processes(&running, cgroup.as_ref(), &session_id, None).await;
     });
     Ok(())
 }
@@ -452,9 +460,14 @@ async fn create_exec(
         .create_exec(&running.id, options)
         .await
         .map(|r| r.id)
-        .map_err(|source| SessionError::CreateExec {
-            container: running.name.clone(),
-            source,
+        .map_err(|source| {
+            // Gone or stopped since it was last seen: the next login
+            // inspects it afresh rather than trusting the events stream.
+            broker.containers.forget(&running.name);
+            SessionError::CreateExec {
+                container: running.name.clone(),
+                source,
+            }
         })
 }
 
@@ -630,12 +643,24 @@ async fn exit_code(broker: &Broker, exec_id: &str) -> i32 {
     EXIT_BASTION_FAILURE
 }
 
-async fn kill_session_processes(running: &Running, session_id: &str, pid: Option<i32>) -> usize {
-    let container = running.id.clone();
+async fn kill_session_processes(
+    running: &Running,
+    cgroup: Option<&Arc<CgroupFiles>>,
+    session_id: &str,
+    pid: Option<i32>,
+) -> usize {
+    let id = running.id.clone();
+    let cgroup = cgroup.cloned();
     let session = session_id.to_owned();
-    tokio::task::spawn_blocking(move || procs::kill_session(&container, &session, pid))
-        .await
-        .unwrap_or(0)
+    tokio::task::spawn_blocking(move || {
+        let container = procs::Container {
+            id: &id,
+            cgroup: cgroup.as_deref(),
+        };
+        procs::kill_session(container, &session, pid)
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// A sortable, unique session id: UTC time and 8 random hex digits.

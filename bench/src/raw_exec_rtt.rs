@@ -9,6 +9,7 @@ use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use clap::Parser;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 #[derive(Parser)]
 struct Args {
@@ -23,6 +24,9 @@ struct Args {
     /// Run the command as this user (`uid:gid`), as bastiond does.
     #[arg(long)]
     user: Option<String>,
+    /// Attach stdin too (closed at once), as bastiond does.
+    #[arg(long)]
+    stdin: bool,
     /// The command (default `true`); e.g. `-- /bin/bash -c true`, what a
     /// bastion session of `ssh host true` runs.
     #[arg(last = true)]
@@ -48,16 +52,23 @@ async fn main() -> anyhow::Result<()> {
                 CreateExecOptions {
                     cmd: Some(command.clone()),
                     user: args.user.clone(),
+                    attach_stdin: Some(args.stdin),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     ..Default::default()
                 },
             )
             .await?;
-        if let StartExecResults::Attached { mut output, .. } = docker
+        if let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = docker
             .start_exec(&exec.id, None::<StartExecOptions>)
             .await?
         {
+            if args.stdin {
+                input.shutdown().await?;
+            }
             while output.next().await.is_some() {}
         }
         let code = docker.inspect_exec(&exec.id).await?.exit_code;

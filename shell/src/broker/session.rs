@@ -135,6 +135,7 @@ struct Received {
 
 /// Serves one connection from a `bastion-shell`.
 pub async fn serve(broker: Arc<Broker>, stream: UnixStream) {
+    let accepted = std::time::Instant::now();
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(e) => {
@@ -151,7 +152,7 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream) {
         }
     };
     let (reader, mut writer) = stream.into_split();
-    let reply = match run(&broker, uid, received, reader, &mut writer).await {
+    let reply = match run(&broker, uid, accepted, received, reader, &mut writer).await {
         Ok(()) => return,
         Err(e) => {
             tracing::error!(uid, error = %error_chain(&e), "session failed");
@@ -229,19 +230,21 @@ async fn receive(stream: &UnixStream) -> Result<Received, SessionError> {
 async fn run(
     broker: &Arc<Broker>,
     uid: u32,
+    accepted: std::time::Instant,
     received: Received,
     control: OwnedReadHalf,
     reply: &mut OwnedWriteHalf,
 ) -> Result<(), SessionError> {
-    let t0 = std::time::Instant::now();
+    // Debug timings of a login's phases, from the shell's connection.
     let phase = |name: &str| {
         tracing::debug!(
             uid,
             phase = name,
-            elapsed_us = t0.elapsed().as_micros() as u64,
+            elapsed_us = accepted.elapsed().as_micros() as u64,
             "session phase"
         )
     };
+    phase("request received");
     let who = tokio::task::spawn_blocking(move || identity::lookup(uid))
         .await
         .expect("identity lookup panicked")?;
@@ -394,6 +397,7 @@ async fn run(
             }
         }
         let _ = protocol::write_frame_async(reply, &ServerMessage::Exit { code }).await;
+        phase("exit code sent");
     }
     // Logged once the shell has its exit code: nothing waits on the log.
     let (bytes_in, bytes_out) = counters.snapshot();
@@ -496,6 +500,7 @@ async fn attach(
         stderr,
     } = received;
     let stream = exec_stream::start_exec(&broker.docker_socket, exec_id, request.tty).await?;
+    tracing::debug!(exec = exec_id, "exec started");
     let stdin = FdIo::new(stdin, Interest::READABLE).map_err(SessionError::Fd)?;
     let stdout = FdIo::new(stdout, Interest::WRITABLE).map_err(SessionError::Fd)?;
     let stderr = FdIo::new(stderr, Interest::WRITABLE).map_err(SessionError::Fd)?;

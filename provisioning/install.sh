@@ -5,8 +5,9 @@
 #   sudo provisioning/install.sh --demo   a working bastion with demo users alice and bob
 #   sudo provisioning/install.sh --test   what the test suite needs (--demo plus test tools;
 #                                         used by ./test.sh)
-#   sudo provisioning/install.sh --down   stop what --demo/--test started (sshd, bastiond, and
-#                                         dockerd if this script started it); data stays
+#   sudo provisioning/install.sh --down   stop what --demo/--test started (sshd, bastiond, the
+#                                         metadata proxy, the demo STS server, and dockerd if
+#                                         this script started it); data stays
 #
 # Steps: Debian packages (apt-get update only when something is missing), the
 # Docker Engine (started if it does not answer), the Rust binaries (cargo

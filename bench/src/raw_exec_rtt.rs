@@ -1,7 +1,8 @@
 //! The floor of a login: one raw Engine API exec round trip (create, start
 //! attached, read to the end, inspect the exit code) of `true` (or a given
-//! command, as a given user) in a running container, measured in-process with no CLI start-up. Prints one line per
-//! run in milliseconds, for bench/session.sh to summarise.
+//! command, as a given user) in a running container, measured in-process
+//! with no CLI start-up. Prints one line per run in milliseconds, for
+//! bench/session.sh to summarise.
 
 use std::time::Instant;
 

@@ -21,6 +21,7 @@ use bollard::query_parameters::{
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 
+use super::cgroup::CgroupFiles;
 use super::container_state::{ContainerState, KnownContainer, Ticket};
 use super::identity::Identity;
 use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
@@ -54,8 +55,9 @@ pub struct Running {
     /// The image id (`sha256:…`) the container runs.
     pub image_id: String,
     pub role: Option<String>,
-    /// Host pid of the container's init (its cgroup holds the limits).
-    pub pid: Option<i32>,
+    /// The container's cgroup (its processes and limit counters), found
+    /// from its init process when it was inspected.
+    pub cgroup: Option<Arc<CgroupFiles>>,
     /// Known from the events-kept state, without asking the Engine.
     pub remembered: bool,
 }
@@ -194,14 +196,9 @@ impl ContainerManager {
         let (known, image_id) = self.state.lookup(name, &settings.image)?;
         let current = known.user == who.name
             && known.spec_hash == build_spec(config, who, settings, &image_id).hash;
-        current.then(|| Running {
-            id: known.id,
-            name: name.to_owned(),
-            image: settings.image.clone(),
-            image_id: known.image_id,
-            role: known.role,
-            pid: known.pid,
+        current.then_some(Running {
             remembered: true,
+            ..known.running
         })
     }
 
@@ -386,8 +383,11 @@ impl ContainerManager {
                 .and_then(|p| i32::try_from(p).ok())
                 .filter(|&p| p > 0);
         }
+        let cgroup = init_pid
+            .and_then(|pid| CgroupFiles::of_container(pid, &id))
+            .map(Arc::new);
         let running = Running {
-            pid: init_pid,
+            cgroup,
             id,
             name,
             image: settings.image.clone(),
@@ -410,20 +410,11 @@ impl ContainerManager {
         configured_image_id: &str,
     ) {
         let known = KnownContainer {
-            id: running.id.clone(),
+            running: running.clone(),
             user: who.name.clone(),
             spec_hash,
-            image_id: running.image_id.clone(),
-            role: running.role.clone(),
-            pid: running.pid,
         };
-        let kept = self.state.remember(
-            ticket,
-            &running.name,
-            known,
-            &running.image,
-            configured_image_id,
-        );
+        let kept = self.state.remember(ticket, known, configured_image_id);
         tracing::debug!(container = %running.name, kept, "container state remembered");
     }
 

@@ -23,20 +23,16 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::container::Running;
+
 /// A running, current user container as an inspect showed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KnownContainer {
-    pub id: String,
+    pub running: Running,
     /// Its `bastion.user` label.
     pub user: String,
     /// Its `bastion.spec` label (what it was created from).
     pub spec_hash: String,
-    /// The image id it runs.
-    pub image_id: String,
-    /// Its `bastion.role` label.
-    pub role: Option<String>,
-    /// Host pid of its init.
-    pub pid: Option<i32>,
 }
 
 /// What can make remembered state wrong.
@@ -124,22 +120,19 @@ impl ContainerState {
         inner.live.then_some(Ticket(inner.generation))
     }
 
-    /// Remembers what the inspects after `ticket` saw, unless something
-    /// changed since. Returns whether it did.
-    pub fn remember(
-        &self,
-        ticket: Ticket,
-        name: &str,
-        container: KnownContainer,
-        image: &str,
-        image_id: &str,
-    ) -> bool {
+    /// Remembers what the inspects after `ticket` saw (the container, and
+    /// that its configured image reference names `image_id`), unless
+    /// something changed since. Returns whether it did.
+    pub fn remember(&self, ticket: Ticket, container: KnownContainer, image_id: &str) -> bool {
         let mut inner = self.inner();
         if !inner.live || inner.generation != ticket.0 {
             return false;
         }
-        inner.containers.insert(name.to_owned(), container);
-        inner.images.insert(image.to_owned(), image_id.to_owned());
+        let running = &container.running;
+        inner
+            .images
+            .insert(running.image.clone(), image_id.to_owned());
+        inner.containers.insert(running.name.clone(), container);
         true
     }
 
@@ -156,7 +149,7 @@ impl ContainerState {
         match change {
             Change::Container { id, name } => inner
                 .containers
-                .retain(|n, c| c.id != *id && Some(n) != name.as_ref()),
+                .retain(|n, c| c.running.id != *id && Some(n) != name.as_ref()),
             Change::Images => inner.images.clear(),
         }
     }
@@ -250,12 +243,17 @@ mod tests {
 
     fn alice() -> KnownContainer {
         KnownContainer {
-            id: "c1".into(),
+            running: Running {
+                id: "c1".into(),
+                name: "bastion-alice".into(),
+                image: "user:1".into(),
+                image_id: "sha256:i1".into(),
+                role: Some("r".into()),
+                cgroup: None,
+                remembered: false,
+            },
             user: "alice".into(),
             spec_hash: "h".into(),
-            image_id: "sha256:i1".into(),
-            role: Some("r".into()),
-            pid: Some(42),
         }
     }
 
@@ -267,7 +265,7 @@ mod tests {
 
     fn remembered(state: &ContainerState) -> bool {
         let ticket = state.ticket().expect("live");
-        state.remember(ticket, "bastion-alice", alice(), "user:1", "sha256:i1")
+        state.remember(ticket, alice(), "sha256:i1")
     }
 
     #[test]
@@ -278,11 +276,10 @@ mod tests {
         assert!(remembered(&state));
         assert!(state.lookup("bastion-alice", "user:1").is_some());
         state.disconnected();
-        assert_eq!(state.lookup("bastion-alice", "user:1"), None);
+        assert!(state.lookup("bastion-alice", "user:1").is_none());
         state.connected();
-        assert_eq!(
-            state.lookup("bastion-alice", "user:1"),
-            None,
+        assert!(
+            state.lookup("bastion-alice", "user:1").is_none(),
             "what was known before a gap is gone"
         );
     }
@@ -292,10 +289,11 @@ mod tests {
         let state = live();
         assert!(remembered(&state));
         let (found, image_id) = state.lookup("bastion-alice", "user:1").unwrap();
-        assert_eq!(found, alice());
+        assert_eq!(found.running.id, "c1");
+        assert_eq!(found.spec_hash, "h");
         assert_eq!(image_id, "sha256:i1");
-        assert_eq!(state.lookup("bastion-alice", "user:2"), None);
-        assert_eq!(state.lookup("bastion-bob", "user:1"), None);
+        assert!(state.lookup("bastion-alice", "user:2").is_none());
+        assert!(state.lookup("bastion-bob", "user:1").is_none());
     }
 
     #[test]
@@ -306,8 +304,8 @@ mod tests {
             id: "other".into(),
             name: None,
         });
-        assert!(!state.remember(ticket, "bastion-alice", alice(), "user:1", "sha256:i1"));
-        assert_eq!(state.lookup("bastion-alice", "user:1"), None);
+        assert!(!state.remember(ticket, alice(), "sha256:i1"));
+        assert!(state.lookup("bastion-alice", "user:1").is_none());
     }
 
     #[test]
@@ -323,22 +321,22 @@ mod tests {
             id: "c1".into(),
             name: None,
         });
-        assert_eq!(state.lookup("bastion-alice", "user:1"), None);
+        assert!(state.lookup("bastion-alice", "user:1").is_none());
 
         assert!(remembered(&state));
         state.apply(&Change::Container {
             id: "new".into(),
             name: Some("bastion-alice".into()),
         });
-        assert_eq!(state.lookup("bastion-alice", "user:1"), None, "by name");
+        assert!(state.lookup("bastion-alice", "user:1").is_none(), "by name");
 
         assert!(remembered(&state));
         state.apply(&Change::Images);
-        assert_eq!(state.lookup("bastion-alice", "user:1"), None);
+        assert!(state.lookup("bastion-alice", "user:1").is_none());
 
         assert!(remembered(&state));
         state.forget("bastion-alice");
-        assert_eq!(state.lookup("bastion-alice", "user:1"), None);
+        assert!(state.lookup("bastion-alice", "user:1").is_none());
     }
 
     fn event(

@@ -113,32 +113,38 @@ fn select(procs: &[ProcInfo], session: Option<&str>, root_pid: Option<i32>) -> V
     chosen.into_iter().collect()
 }
 
-/// The container whose processes are looked at: its id, and its cgroup
-/// when known.
-#[derive(Debug, Clone, Copy)]
-pub struct Container<'a> {
-    pub id: &'a str,
-    pub cgroup: Option<&'a CgroupFiles>,
-}
-
-/// SIGKILLs every process of `session` in the container; returns how many.
-/// Blocking (reads /proc): call from a blocking task.
-pub fn kill_session(container: Container<'_>, session: &str, exec_pid: Option<i32>) -> usize {
-    kill_selected(container, Some(session), exec_pid)
+/// SIGKILLs every process of `session` in container `container_id` (whose
+/// cgroup, when known, lists its processes); returns how many. Blocking
+/// (reads /proc): call from a blocking task.
+pub fn kill_session(
+    container_id: &str,
+    cgroup: Option<&CgroupFiles>,
+    session: &str,
+    exec_pid: Option<i32>,
+) -> usize {
+    kill_selected(container_id, cgroup, Some(session), exec_pid)
 }
 
 /// SIGKILLs every process of any session in the container: those a previous
 /// bastiond left behind when it stopped. Returns how many.
-pub fn kill_orphaned_sessions(container: Container<'_>) -> usize {
-    kill_selected(container, None, None)
+pub fn kill_orphaned_sessions(container_id: &str) -> usize {
+    kill_selected(container_id, None, None, None)
 }
 
-fn kill_selected(container: Container<'_>, session: Option<&str>, root: Option<i32>) -> usize {
+fn kill_selected(
+    container_id: &str,
+    cgroup: Option<&CgroupFiles>,
+    session: Option<&str>,
+    root: Option<i32>,
+) -> usize {
     // Two passes: a process may fork between the scan and the kill.
     let mut killed = 0;
     for _ in 0..2 {
-        let procs = scan(container.id, container.cgroup);
-        let pids = select(&procs, session, root.filter(|&p| p > 1));
+        let pids = select(
+            &scan(container_id, cgroup),
+            session,
+            root.filter(|&p| p > 1),
+        );
         if pids.is_empty() {
             break;
         }

@@ -59,15 +59,9 @@ pub async fn recover(broker: &Broker) {
     };
     for c in containers.into_iter().filter(|c| c.running) {
         let id = c.id.clone();
-        let killed = tokio::task::spawn_blocking(move || {
-            let container = procs::Container {
-                id: &id,
-                cgroup: None,
-            };
-            procs::kill_orphaned_sessions(container)
-        })
-        .await
-        .unwrap_or(0);
+        let killed = tokio::task::spawn_blocking(move || procs::kill_orphaned_sessions(&id))
+            .await
+            .unwrap_or(0);
         tracing::info!(container = %c.name, user = %c.user, orphans_killed = killed, "recovered container");
     }
 }

@@ -310,11 +310,7 @@ async fn run(
     let record = kind != SessionKind::FileTransfer;
     let audit = broker.audit.clone();
     let recording_config = config.recording.clone();
-    let cgroup = running
-        .pid
-        .and_then(|pid| CgroupFiles::of_container(pid, &running.id))
-        .map(Arc::new);
-    let limits_before = cgroup.as_deref().map(CgroupFiles::read_counters);
+    let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_counters);
     // The records are begun while the Engine creates the exec (it is only
     // started once the records exist).
     let begin = tokio::task::spawn_blocking(move || {
@@ -361,7 +357,7 @@ async fn run(
     let (exec_id, ending, counters) = match result {
         Ok(done) => done,
         Err(e) => {
-            kill_session_processes(&running, cgroup.as_ref(), &session_id, None).await;
+            kill_session_processes(&running, &session_id, None).await;
             let outcome = SessionOutcome {
                 ended_by: EndedBy::Error,
                 exit_code: None,
@@ -375,7 +371,7 @@ async fn run(
     let mut killed = 0;
     if ending != Ending::Exit {
         let pid = exec_pid(broker, &exec_id).await;
-        killed = kill_session_processes(&running, cgroup.as_ref(), &session_id, pid).await;
+        killed = kill_session_processes(&running, &session_id, pid).await;
         tracing::info!(session = %session_id, killed, ended_by = ending.as_str(), "killed the session's processes");
     }
     phase("stream ended");
@@ -387,7 +383,7 @@ async fn run(
         Ending::ClientGone => None, // nobody to tell
     };
     if let Some(code) = code_for_shell {
-        let limits_after = cgroup.as_deref().map(CgroupFiles::read_counters);
+        let limits_after = running.cgroup.as_deref().map(CgroupFiles::read_counters);
         if let (Some(before), Some(after)) = (limits_before, limits_after) {
             let l = settings.limits;
             if let Some(message) = limits::notice(before, after, l.pids, l.memory) {
@@ -418,7 +414,7 @@ async fn run(
     drop(live);
     // Whatever the session left running in the background goes with it.
     tokio::spawn(async move {
-        kill_session_processes(&running, cgroup.as_ref(), &session_id, None).await;
+        kill_session_processes(&running, &session_id, None).await;
     });
     Ok(())
 }
@@ -648,24 +644,13 @@ async fn exit_code(broker: &Broker, exec_id: &str) -> i32 {
     EXIT_BASTION_FAILURE
 }
 
-async fn kill_session_processes(
-    running: &Running,
-    cgroup: Option<&Arc<CgroupFiles>>,
-    session_id: &str,
-    pid: Option<i32>,
-) -> usize {
+async fn kill_session_processes(running: &Running, session_id: &str, pid: Option<i32>) -> usize {
     let id = running.id.clone();
-    let cgroup = cgroup.cloned();
+    let cgroup = running.cgroup.clone();
     let session = session_id.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let container = procs::Container {
-            id: &id,
-            cgroup: cgroup.as_deref(),
-        };
-        procs::kill_session(container, &session, pid)
-    })
-    .await
-    .unwrap_or(0)
+    tokio::task::spawn_blocking(move || procs::kill_session(&id, cgroup.as_deref(), &session, pid))
+        .await
+        .unwrap_or(0)
 }
 
 /// A sortable, unique session id: UTC time and 8 random hex digits.

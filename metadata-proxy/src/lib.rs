@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod audit_events;
+pub mod connection_limit;
 pub mod containers;
 pub mod credential_cache;
 pub mod imds_token;

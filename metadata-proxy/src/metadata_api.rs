@@ -195,6 +195,62 @@ fn refuse(route: &'static str, status: StatusCode) -> Answer {
     (route, text(status, status_text(status)))
 }
 
+/// Headers whose value decides who the caller is or what they get: each
+/// may appear at most once (two values are two different answers to
+/// "which one counts", so neither does).
+const SINGLE_HEADERS: [&str; 5] = [
+    "host",
+    TOKEN_HEADER,
+    TTL_HEADER,
+    "authorization",
+    "x-forwarded-for",
+];
+
+/// Refuses (with the reason, for the debug log) what no SDK sends and a
+/// lenient parser might read two ways:
+/// - a request target that is not origin-form (`GET http://evil/latest/…`,
+///   `GET *`): the path alone decides, the Host header names us;
+/// - a security header given twice (Host, the IMDSv2 token and TTL, the
+///   container-credentials Authorization, X-Forwarded-For);
+/// - a path with anything but the characters IMDS paths are made of:
+///   no percent-encoding, no `.`/`..` segments, no empty segments.
+fn strict_shape<B>(request: &Request<B>) -> Result<(), &'static str> {
+    let uri = request.uri();
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err("absolute-form request target");
+    }
+    let headers = request.headers();
+    for name in SINGLE_HEADERS {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err("a header that may appear once appears twice");
+        }
+    }
+    if !safe_path(uri.path()) {
+        return Err("path with characters or segments IMDS paths never have");
+    }
+    Ok(())
+}
+
+/// `/` followed by segments of `[A-Za-z0-9_.-]`, none empty (but a final
+/// `/`), none `.` or `..`.
+fn safe_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    })
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ`, as EC2 writes times.
 pub fn ec2_time(t: SystemTime) -> String {
     OffsetDateTime::from(t)
@@ -315,6 +371,10 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
     }
 
     async fn route<B>(&self, request: &Request<B>, peer: SocketAddr) -> Answer {
+        if let Err(why) = strict_shape(request) {
+            tracing::debug!(%peer, why, "malformed request refused");
+            return refuse("malformed", StatusCode::BAD_REQUEST);
+        }
         // DNS rebinding: a page that resolves its own name to this address
         // still sends its own name as Host.
         let Some(host) = self.host_kind(request.headers()) else {
@@ -1009,8 +1069,16 @@ mod tests {
             "//latest/meta-data/iam/security-credentials/bastion-dev",
             "/2021-07-15/meta-data/iam/security-credentials/",
         ] {
+            // 404, or 400 for paths no IMDS client sends (`//`, `..`, `%`).
             let answer = get(&api, ALICE_IP, path).await;
-            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+            assert!(
+                matches!(
+                    answer.status,
+                    StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
+                ),
+                "{path}: {}",
+                answer.status
+            );
         }
     }
 
@@ -1034,6 +1102,82 @@ mod tests {
             get(&api, ALICE_IP, "/latest/meta-data/iam/").await.body,
             "info\nsecurity-credentials/"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_a_lenient_parser_would_read_two_ways_are_400() {
+        let api = api(false).await;
+        let creds = "/latest/meta-data/iam/security-credentials/";
+        // A second Host header, whichever comes first.
+        for hosts in [
+            [IMDS_HOST, "evil.example"],
+            ["evil.example", IMDS_HOST],
+            [IMDS_HOST, IMDS_HOST],
+        ] {
+            let request = Request::builder()
+                .uri(creds)
+                .header(HOST, hosts[0])
+                .header(HOST, hosts[1])
+                .body(())
+                .unwrap();
+            let peer = SocketAddr::new(ALICE_IP.parse().unwrap(), 40000);
+            let response = api.handle(request, peer).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{hosts:?}");
+        }
+        // Absolute-form targets, with a foreign authority or our own.
+        for target in [
+            "http://evil.example/latest/meta-data/iam/security-credentials/",
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "http://169.254.170.2/v1/credentials",
+        ] {
+            let answer = call(&api, ALICE_IP, Method::GET, Some(IMDS_HOST), target, &[]).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{target}");
+        }
+        // Paths that are not plainly an IMDS path.
+        for path in [
+            "/latest/meta-data/iam/security-credentials/%2e%2e/",
+            "/latest/meta-data/iam/security-credentials/../info",
+            "/latest/meta-data/iam/./security-credentials/",
+            "/latest//meta-data/iam/security-credentials/",
+            "/latest/meta-data/iam/security-credentials/e2e%2drole",
+            "/latest/meta-data/iam/security-credentials/e2e-role;x",
+            "/latest/meta-data/placement/region%00",
+        ] {
+            let answer = get(&api, ALICE_IP, path).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        }
+        // A security header given twice.
+        let token = token(&api, ALICE_IP).await;
+        for (name, values) in [
+            (TOKEN_HEADER, [token.as_str(), "bogus"]),
+            (TOKEN_HEADER, [token.as_str(), token.as_str()]),
+            ("x-forwarded-for", ["10.0.0.1", "10.0.0.2"]),
+            ("authorization", ["a", "b"]),
+        ] {
+            let answer = call(
+                &api,
+                ALICE_IP,
+                Method::GET,
+                Some(IMDS_HOST),
+                creds,
+                &[(name, values[0]), (name, values[1])],
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{name}");
+        }
+        let put = call(
+            &api,
+            ALICE_IP,
+            Method::PUT,
+            Some(IMDS_HOST),
+            "/latest/api/token",
+            &[(TTL_HEADER, "60"), (TTL_HEADER, "21600")],
+        )
+        .await;
+        assert_eq!(put.status, StatusCode::BAD_REQUEST, "two TTLs");
+        // The plain forms still work.
+        assert_eq!(get(&api, ALICE_IP, creds).await.status, StatusCode::OK);
+        assert_eq!(get(&api, ALICE_IP, "/").await.status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::audit_events::Auditor;
+use crate::connection_limit::ConnectionLimit;
 use crate::containers::{Directory, DockerError, DockerWatcher, connect_docker};
 use crate::credential_cache::{CacheKey, CredentialCache, Tuning};
 use crate::metadata_api::{ApiSettings, Body, MetadataApi, SessionSettings};
@@ -242,12 +243,14 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         options.tuning.scan_interval,
         shutdown_rx.clone(),
     )));
+    let per_source = ConnectionLimit::new(options.proxy.max_connections_per_source);
     tasks.push(tokio::spawn(serve(
         listener,
         move |request, peer| {
             let api = api.clone();
             async move { api.handle(request, peer).await }
         },
+        per_source.clone(),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(serve(
@@ -256,6 +259,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
             let admin = admin.clone();
             async move { admin.handle(&request) }
         },
+        per_source,
         shutdown_rx,
     )));
     tracing::info!(%addr, %admin_addr, network = %options.network.name, "metadata proxy listening");
@@ -296,9 +300,14 @@ async fn refresh_loop<S: crate::sts::AssumeRole>(
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then waits up to 5 s
-/// for open connections to finish their requests.
-async fn serve<F, Fut>(listener: TcpListener, handler: F, mut shutdown: watch::Receiver<bool>)
-where
+/// for open connections to finish their requests. A source with `limit`'s
+/// number of connections open gets its next one closed at once.
+async fn serve<F, Fut>(
+    listener: TcpListener,
+    handler: F,
+    limit: Arc<ConnectionLimit>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -313,6 +322,10 @@ where
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
+                };
+                let Some(slot) = limit.admit(peer.ip()) else {
+                    drop(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
@@ -329,6 +342,7 @@ where
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, %peer, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             _ = shutdown.changed() => break,

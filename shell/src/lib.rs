@@ -8,6 +8,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod ctl;
+pub mod log_limit;
 pub mod logging;
 pub mod protocol;
 pub mod recording;

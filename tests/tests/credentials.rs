@@ -299,3 +299,109 @@ fn the_proxys_admin_listener_is_unreachable_from_a_session() {
         assert!(line.ends_with(" 0"), "metrics reachable: {line}");
     }
 }
+
+/// issue 9, class 9: the proxy is strict where a lenient parser could be
+/// read two ways. Raw HTTP from inside a user's session, through the DNAT.
+#[test]
+fn requests_read_two_ways_are_refused_by_the_proxy() {
+    let u = e2e_user("bt-cred-strict");
+    let script = r#"
+import socket
+def ask(raw):
+    s = socket.create_connection(("169.254.169.254", 80), timeout=10)
+    s.sendall(raw.encode())
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if b"\r\n\r\n" in data:
+            break
+    s.close()
+    return data.split(b"\r\n")[0].decode()
+P = "/latest/meta-data/iam/security-credentials/"
+for name, raw in [
+    ("plain", f"GET {P} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"),
+    ("two-hosts", f"GET {P} HTTP/1.1\r\nHost: 169.254.169.254\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
+    ("two-hosts-rev", f"GET {P} HTTP/1.1\r\nHost: evil.example\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"),
+    ("absolute-foreign", f"GET http://evil.example{P} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"),
+    ("absolute-own", f"GET http://169.254.169.254{P} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"),
+    ("dot-dot", f"GET {P}%2e%2e/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"),
+    ("two-tokens", f"GET {P} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: a\r\nX-aws-ec2-metadata-token: b\r\nConnection: close\r\n\r\n"),
+]:
+    print(name, ask(raw))
+"#;
+    let out = ssh_text(&u, &format!("python3 - <<'PY'\n{script}\nPY"));
+    let status = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_owned()
+    };
+    assert!(status("plain").contains(" 200 "), "{out}");
+    for name in [
+        "two-hosts",
+        "two-hosts-rev",
+        "absolute-foreign",
+        "absolute-own",
+        "dot-dot",
+        "two-tokens",
+    ] {
+        assert!(status(name).contains(" 400 "), "{name}: {out}");
+    }
+}
+
+/// One container cannot hold the proxy's connections: past the
+/// per-source limit its connections are closed at once, and other users
+/// are served meanwhile.
+#[test]
+fn one_container_cannot_hold_the_proxys_connections() {
+    let u = e2e_user("bt-cred-hog");
+    let other = e2e_user("bt-cred-other");
+    let script = r#"
+import socket, time
+held = []
+for i in range(200):
+    s = socket.create_connection(("169.254.169.254", 80), timeout=10)
+    held.append(s)
+time.sleep(1)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print("closed", closed, flush=True)
+time.sleep(20)
+"#;
+    let mut hog = ssh(&u, &["-T"], &[&format!("python3 - <<'PY'\n{script}\nPY")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let closed: usize = line
+        .trim()
+        .strip_prefix("closed ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // While its connections are held, another user still gets credentials.
+    let arn = caller_arn(&other, "imds");
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(
+        closed >= 100,
+        "at most the per-source limit (64) is kept open: {closed} of 200 closed"
+    );
+    assert!(arn.contains("assumed-role/e2e-role/"), "{arn}");
+}

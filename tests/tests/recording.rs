@@ -197,6 +197,77 @@ fn file_transfers_are_counted_not_recorded() {
     assert!(end["bytes_in"].as_u64().unwrap() >= 300_000, "{end}");
 }
 
+/// issue 9, class 1: a session can switch its own recording off only by
+/// *being* a transfer server. Each of these looks like one to a lenient
+/// classifier, runs something else, and must be recorded with its output.
+#[test]
+fn commands_dressed_as_transfers_are_recorded() {
+    let u = e2e_user("bt-rec-evade");
+    let id = std::process::id();
+    let attempts = [
+        format!("scp -f </dev/null; echo hidden-{id}-a"),
+        format!("scp -t x && echo hidden-{id}-b"),
+        format!("scp -t $(echo hidden-{id}-c >&2)"),
+        format!("scp -f x`echo hidden-{id}-d`"),
+        format!("echo hidden-{id}-e; /usr/lib/openssh/sftp-server"),
+        format!("rsync --server --daemon --config=/dev/null . ; echo hidden-{id}-f"),
+        format!("/usr/lib/openssh/sftp-server -d / ; echo hidden-{id}-g"),
+        format!("scp -S /bin/echo -t hidden-{id}-h; echo hidden-{id}-h"),
+    ];
+    for (n, command) in attempts.iter().enumerate() {
+        let marker = format!("hidden-{id}-{}", (b'a' + n as u8) as char);
+        let _ = ssh_run(&u, command);
+        let (start, end) = session_events(&u.name, |e| e["command"] == command.as_str());
+        assert_eq!(start["kind"], "command", "{command}");
+        let cast = start["recording"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{command} was not recorded"));
+        let text = std::fs::read_to_string(cast).unwrap();
+        assert!(
+            text.contains(&marker),
+            "{command}: its output is in the recording"
+        );
+        assert!(end["recording"]["sha256"].as_str().is_some());
+    }
+}
+
+/// A program the user names `sftp-server` (or `scp`, `rsync`) is theirs,
+/// not the image's: it runs recorded, even when it turns into a shell.
+#[test]
+fn a_users_own_transfer_server_is_recorded() {
+    let u = e2e_user("bt-rec-fake");
+    let id = std::process::id();
+    ssh_text(
+        &u,
+        "mkdir -p ~/.x ~/bin && printf '#!/bin/bash\nexec bash -i\n' > ~/.x/sftp-server \
+         && cp ~/.x/sftp-server ~/bin/scp && chmod +x ~/.x/sftp-server ~/bin/scp",
+    );
+    // Non-interactive: the fake server's shell reads commands from stdin.
+    for command in ["~/.x/sftp-server", "$HOME/.x/sftp-server", "~/bin/scp -t x"] {
+        let marker = format!("fake-{id}-{}", command.len());
+        let out = ssh_with_input(&u, command, format!("echo {marker}\nexit\n").as_bytes());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&marker));
+        let (start, _) = session_events(&u.name, |e| e["command"] == command);
+        assert_eq!(start["kind"], "command", "{command}");
+        let text = std::fs::read_to_string(start["recording"].as_str().unwrap()).unwrap();
+        assert!(text.contains(&marker), "{command}");
+    }
+    // Interactive (ssh -tt), as the review did it.
+    let term = Terminal::open_command(&u, 100, 30, "~/.x/sftp-server");
+    term.wait_for("$");
+    let marker = format!("tty-fake-{id}");
+    term.type_line(&format!("echo {marker}"));
+    term.wait_for(&format!("\n{marker}"));
+    term.type_line("exit");
+    term.wait_for("SSH-EXIT=");
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"] == "~/.x/sftp-server" && e["tty"] == true
+    });
+    assert_eq!(start["kind"], "command");
+    let text = std::fs::read_to_string(start["recording"].as_str().unwrap()).unwrap();
+    assert!(text.contains(&marker));
+}
+
 #[test]
 fn a_killed_client_still_gets_a_complete_record() {
     let u = e2e_user("bt-rec-kill");

@@ -20,6 +20,27 @@ fn commands_keep_their_exit_codes() {
     assert_eq!(out.status.code(), Some(127));
 }
 
+/// issue 9, class 9: a command starting with `-` is a command, never an
+/// option of the container's shell (`bash -c -x` would be read as one).
+#[test]
+fn a_command_starting_with_a_dash_is_a_command() {
+    let u = user("bt-exit");
+    for command in ["-x", "--login", "-i", "--rcfile=/etc/passwd"] {
+        // `--`: for ssh too, or it takes the command as its own option.
+        let out = ssh(&u, &["-T"], &["--", command])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(127), "{command}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // "-x: command not found" (or "No such file" with a slash).
+        assert!(
+            stderr.contains(&format!("{command}: ")),
+            "{command}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn stdout_and_stderr_stay_separate() {
     let u = user("bt-exit");

@@ -3,6 +3,7 @@
 //! socket, runs each session as a `docker exec` in the user's container,
 //! and stops and removes idle containers.
 
+pub mod admission;
 pub mod cgroup;
 pub mod container;
 pub mod container_state;
@@ -10,12 +11,15 @@ pub mod exec_stream;
 pub mod fdio;
 pub mod identity;
 pub mod limits;
+pub mod plan;
 pub mod procs;
 pub mod pump;
 pub mod reaper;
 pub mod records;
+pub mod request;
 pub mod session;
 pub mod terminal;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -31,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
 use crate::recording;
+use admission::Admission;
 use container::ContainerManager;
 
 /// Why the broker could not start.
@@ -228,6 +233,10 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     let listener = listen(&config.bastiond.socket)?;
     tracing::info!(socket = %config.bastiond.socket.display(), "bastiond ready");
 
+    let admission = Admission::new(
+        config.bastiond.pending_per_uid,
+        config.bastiond.pending_total,
+    );
     let sessions = TaskTracker::new();
     let reaper = tokio::spawn(reaper::run(broker.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -239,7 +248,19 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    sessions.spawn(session::serve(broker.clone(), stream));
+                    let uid = match stream.peer_cred() {
+                        Ok(cred) => cred.uid(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dropping a connection without peer credentials");
+                            continue;
+                        }
+                    };
+                    match admission.admit(uid) {
+                        Ok(pending) => {
+                            sessions.spawn(session::serve(broker.clone(), stream, uid, pending));
+                        }
+                        Err(refusal) => refuse(&stream, refusal),
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "accept failed");
@@ -258,6 +279,24 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
     let _ = std::fs::remove_file(&config.bastiond.socket);
     Ok(())
+}
+
+/// Tells a connection that was not admitted why, if its socket has room
+/// (never waits: the peer may be hostile), and closes it.
+fn refuse(stream: &tokio::net::UnixStream, refusal: admission::Refusal) {
+    let message = match refusal {
+        admission::Refusal::PerUid { .. } => {
+            "too many connections from your account are waiting to start a session; please try again"
+        }
+        admission::Refusal::Total { .. } => "the bastion is busy; please try again in a moment",
+    };
+    let reply = crate::protocol::ServerMessage::Error {
+        message: message.to_owned(),
+        code: crate::protocol::EXIT_BASTION_FAILURE,
+    };
+    if let Ok(frame) = crate::protocol::encode(&reply) {
+        let _ = stream.try_write(&frame);
+    }
 }
 
 /// Closes the records of sessions a crashed broker left open, before any

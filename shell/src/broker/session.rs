@@ -4,7 +4,7 @@
 //! goes first.
 
 use std::io::Cursor;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,37 +15,30 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::Broker;
+use super::admission::Pending;
 use super::cgroup::CgroupFiles;
 use super::container::{ContainerError, ENGINE_DOWN, Running};
 use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
 use super::limits;
+use super::plan::Plan;
 use super::procs;
 use super::pump::{self, Counters, Observer, PumpEnd};
 use super::records::{self, RecordingObserver};
+use super::request::{self, FirstFrame, Received, RequestError};
 use super::terminal::RawMode;
 use crate::audit::{EndedBy, SessionKind, SessionStart};
 use crate::config::ResolveError;
 use crate::protocol::{
-    self, ClientMessage, EXIT_BASTION_FAILURE, FrameError, MAX_FRAME, Request, ServerMessage,
-    WindowSize,
+    self, ClientMessage, EXIT_BASTION_FAILURE, Request, ServerMessage, WindowSize,
 };
 use crate::recording::{SessionLogError, SessionOutcome, SessionRecording};
-use crate::sys;
 
 /// Why a session could not run. Each has a short message for the user
 /// ([`SessionError::user_message`]); the full error goes to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("cannot read the caller's credentials: {0}")]
-    PeerCred(#[source] std::io::Error),
-    #[error("cannot read the request: {0}")]
-    Request(#[source] FrameError),
-    #[error("request carried {got} file descriptors, expected 3")]
-    Fds { got: usize },
-    #[error("unsupported protocol version {0}")]
-    Version(u32),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -125,32 +118,17 @@ impl Ending {
     }
 }
 
-/// A request as received: the frame and the three passed descriptors.
-struct Received {
-    request: Request,
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-}
-
-/// Serves one connection from a `bastion-shell`.
-pub async fn serve(broker: Arc<Broker>, stream: UnixStream) {
+/// Serves one connection from a `bastion-shell`, admitted as `pending`
+/// (its slot is freed once the request is in).
+pub async fn serve(broker: Arc<Broker>, stream: UnixStream, uid: u32, pending: Pending) {
     let accepted = std::time::Instant::now();
-    let cred = match stream.peer_cred() {
-        Ok(cred) => cred,
-        Err(e) => {
-            tracing::warn!(error = %e, "dropping connection without peer credentials");
-            return;
-        }
+    let deadline = broker.config.current().bastiond.request_timeout;
+    let received = match tokio::time::timeout(deadline, receive(&stream)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return pending.bad_request(&e),
+        Err(_) => return pending.bad_request(&RequestError::Timeout(deadline)),
     };
-    let uid = cred.uid();
-    let received = match receive(&stream).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(uid, error = %e, "bad request from shell");
-            return;
-        }
-    };
+    drop(pending);
     let (reader, mut writer) = stream.into_split();
     let reply = match run(&broker, uid, accepted, received, reader, &mut writer).await {
         Ok(()) => return,
@@ -177,53 +155,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads the first frame and the descriptors sent with it.
-async fn receive(stream: &UnixStream) -> Result<Received, SessionError> {
-    let mut buf = vec![0u8; 4 + MAX_FRAME];
-    let mut have = 0;
-    let mut fds = Vec::new();
+async fn receive(stream: &UnixStream) -> Result<Received, RequestError> {
+    let mut frame = FirstFrame::new();
     loop {
-        let (n, mut got) = stream
+        let chunk = stream
             .async_io(Interest::READABLE, || {
-                sys::recv_with_fds(stream.as_fd(), &mut buf[have..])
+                request::recv_chunk(stream.as_fd(), frame.space())
             })
             .await
-            .map_err(|e| SessionError::Request(e.into()))?;
-        fds.append(&mut got);
-        if n == 0 {
-            return Err(SessionError::Request(FrameError::Closed));
-        }
-        have += n;
-        if have >= 4 {
-            let len = protocol::frame_len(buf[..4].try_into().expect("4 bytes"))
-                .map_err(SessionError::Request)?;
-            if have > 4 + len {
-                // The shell sends nothing before it has a reply's worth of
-                // reason to; extra bytes mean a confused or hostile peer.
-                return Err(SessionError::Request(FrameError::TooLarge(have)));
-            }
-            if have == 4 + len {
-                let request: Request = serde_json::from_slice(&buf[4..have])
-                    .map_err(|e| SessionError::Request(e.into()))?;
-                if request.version != protocol::VERSION {
-                    return Err(SessionError::Version(request.version));
-                }
-                let got = fds.len();
-                let mut it = fds.into_iter();
-                return match (it.next(), it.next(), it.next(), it.next()) {
-                    (Some(stdin), Some(stdout), Some(stderr), None) => Ok(Received {
-                        request,
-                        stdin,
-                        stdout,
-                        stderr,
-                    }),
-                    _ => Err(SessionError::Fds { got }),
-                };
-            }
+            .map_err(RequestError::Recv)?;
+        if let Some(received) = frame.push(chunk)? {
+            return Ok(received);
         }
     }
 }
 
-/// Runs the session; `Ok(None)` when the client went away before the end.
 /// Runs the session. The exit code goes to the shell as soon as it is
 /// known; the session's end is recorded after that (a crash in between is
 /// covered: the open-session marker makes the next start-up write it).
@@ -279,7 +225,8 @@ async fn run(
         "session start"
     );
 
-    let (kind, transfer_direction) = records::classify(request.command.as_deref());
+    let plan = Plan::of(request);
+    let kind = plan.kind();
     let ssh_connection = request.env.get("SSH_CONNECTION").map(String::as_str);
     let (remote_addr, remote_port) = records::remote_of(ssh_connection);
     let start = SessionStart {
@@ -297,7 +244,7 @@ async fn run(
         kind,
         command: request.command.clone(),
         shell: Some(config.bastiond.shell.clone()),
-        transfer_direction,
+        transfer_direction: plan.transfer_direction(),
         tty: request.tty,
         term: request.env.get("TERM").cloned(),
         cols: request.size.map(|s| s.cols),
@@ -307,7 +254,7 @@ async fn run(
         unrecorded_reason: None,
     };
     // File transfers are counted, never recorded byte by byte.
-    let record = kind != SessionKind::FileTransfer;
+    let record = plan.recorded();
     let audit = broker.audit.clone();
     let recording_config = config.recording.clone();
     let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_counters);
@@ -318,7 +265,7 @@ async fn run(
     });
     let exec = create_exec(
         broker,
-        &config.bastiond.shell,
+        plan.argv(&config.bastiond.shell),
         &who,
         &running,
         request,
@@ -421,7 +368,7 @@ async fn run(
 
 async fn create_exec(
     broker: &Broker,
-    shell: &str,
+    cmd: Vec<String>,
     who: &Identity,
     running: &Running,
     request: &Request,
@@ -439,10 +386,6 @@ async fn create_exec(
             env.push(format!("{k}={v}"));
         }
     }
-    let cmd = match &request.command {
-        Some(command) => vec![shell.to_owned(), "-c".into(), command.clone()],
-        None => vec![shell.to_owned(), "-l".into()],
-    };
     let options = CreateExecOptions {
         attach_stdin: Some(true),
         attach_stdout: Some(true),

@@ -41,6 +41,15 @@ pub struct BastiondConfig {
     pub remove_after: Duration,
     /// Extra environment for every container (e.g. `AWS_ENDPOINT_URL_STS`).
     pub env: BTreeMap<String, String>,
+    /// How long a connection to the socket may take to send its whole
+    /// request (the shell sends it at once); then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections of one uid that may wait for their request at once;
+    /// more are refused (and logged).
+    pub pending_per_uid: usize,
+    /// Connections of all uids that may wait for their request at once.
+    pub pending_total: usize,
     pub network: NetworkConfig,
     pub limits: Limits,
     /// Overrides per group; when a user is in several, they apply in group
@@ -65,6 +74,9 @@ impl Default for BastiondConfig {
             idle_stop_after: Duration::from_secs(30 * 60),
             remove_after: Duration::from_secs(7 * 24 * 3600),
             env: BTreeMap::new(),
+            request_timeout: Duration::from_secs(5),
+            pending_per_uid: 8,
+            pending_total: 256,
             network: NetworkConfig::default(),
             limits: Limits::default(),
             groups: BTreeMap::new(),
@@ -211,6 +223,17 @@ impl BastiondConfig {
             return bad(
                 "remove_after",
                 "must not be shorter than idle_stop_after".into(),
+            );
+        }
+        if self.request_timeout < Duration::from_millis(100)
+            || self.request_timeout > Duration::from_secs(60)
+        {
+            return bad("request_timeout", "must be between 100ms and 60s".into());
+        }
+        if self.pending_per_uid == 0 || self.pending_per_uid > self.pending_total {
+            return bad(
+                "pending_per_uid",
+                "must be at least 1 and at most pending_total".into(),
             );
         }
         if self.network.name.is_empty() || self.network.name.len() > 15 {

@@ -23,6 +23,9 @@ pub struct MetadataProxyConfig {
     pub admin_listen: SocketAddr,
     /// Refuse IMDSv1 (token-less) reads: IMDSv2 only.
     pub require_imdsv2: bool,
+    /// Open connections one source address (one container) may hold; its
+    /// next one is closed at once.
+    pub max_connections_per_source: usize,
     /// AWS account of role names given without an ARN; when unset, the
     /// account of the proxy's own credentials (sts:GetCallerIdentity).
     pub account_id: Option<String>,
@@ -62,6 +65,7 @@ impl Default for MetadataProxyConfig {
             listen_address: None,
             admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8776)),
             require_imdsv2: false,
+            max_connections_per_source: 64,
             account_id: None,
             partition: "aws".to_owned(),
             role_prefix: String::new(),
@@ -98,6 +102,9 @@ impl MetadataProxyConfig {
         let bad = |key: &str, message: String| Err((format!("metadata_proxy.{key}"), message));
         if self.port == 0 {
             return bad("port", "must be a TCP port (1-65535)".into());
+        }
+        if self.max_connections_per_source == 0 {
+            return bad("max_connections_per_source", "must be at least 1".into());
         }
         if self.admin_listen.ip().is_unspecified() {
             return bad(

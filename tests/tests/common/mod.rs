@@ -233,11 +233,21 @@ pub struct Terminal {
 impl Terminal {
     /// Opens `ssh -tt` for `u` in a `cols`x`rows` terminal.
     pub fn open(u: &User, cols: u16, rows: u16) -> Terminal {
+        Self::open_with(u, cols, rows, None)
+    }
+
+    /// Opens `ssh -tt … COMMAND` for `u` in a `cols`x`rows` terminal.
+    pub fn open_command(u: &User, cols: u16, rows: u16, command: &str) -> Terminal {
+        Self::open_with(u, cols, rows, Some(command))
+    }
+
+    fn open_with(u: &User, cols: u16, rows: u16, command: Option<&str>) -> Terminal {
         let socket = format!("bastion-e2e-{}-{}", u.name, std::process::id());
         let mut ssh_cmd = vec!["ssh".to_owned()];
         ssh_cmd.extend(ssh_options(u));
         ssh_cmd.extend(["-tt", "-p", SSH_PORT].map(str::to_owned));
         ssh_cmd.push(format!("{}@{SSH_HOST}", u.name));
+        ssh_cmd.extend(command.map(str::to_owned));
         let line = ssh_cmd
             .iter()
             .map(|a| format!("'{a}'"))

@@ -268,6 +268,88 @@ fn a_users_own_transfer_server_is_recorded() {
     assert!(text.contains(&marker));
 }
 
+/// issue 9, class 6: whatever the recorded user puts in their TERM, their
+/// command or their output, a reviewer's terminal gets no control
+/// sequence from any `bastionctl` view; the JSON stays exact; TERM and
+/// the command are stored bounded.
+#[test]
+fn a_recorded_user_cannot_type_into_the_reviewers_terminal() {
+    let u = e2e_user("bt-rec-esc");
+    let id = std::process::id();
+    let evil_term = "xterm\x1b]0;OWNED\x07\x1b[2J";
+    let marker = format!("escmark{id}");
+    // Output that retitles, asks for a cursor report and turns on mouse
+    // reporting; the command itself carries an OSC and a C1 CSI.
+    let command = format!(
+        "printf 'a\\033]0;OWNED-OUT\\007b\\033[6n\\033[?1000h{marker}\\n' # \x1b]0;CMD\x07 \u{9b}2J"
+    );
+    let out = ssh(&u, &["-tt"], &[&command])
+        .env("TERM", evil_term)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"].as_str().is_some_and(|c| c.contains(&marker))
+    });
+    let session = start["session_id"].as_str().unwrap();
+    // The record keeps the exact (short) TERM: JSON escapes it.
+    assert_eq!(start["term"], evil_term);
+    assert_eq!(start["command"], command.as_str());
+
+    let views: Vec<(&str, Vec<&str>)> = vec![
+        ("list", vec!["sessions", "list", "--user", &u.name]),
+        ("show", vec!["sessions", "show", session]),
+        ("search", vec!["sessions", "search", &marker]),
+        ("play", vec!["sessions", "play", session, "--speed", "1000"]),
+    ];
+    for (name, args) in views {
+        let out = bastionctl(&args);
+        assert!(out.status.success(), "{name}: {out:?}");
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            if name == "play" && stream == "stdout" {
+                // The replay draws, but never retitles, reports or
+                // turns on input reporting.
+                assert!(text.contains(&marker), "{name}: {text:?}");
+                for bad in ["\x1b]", "\x1b[6n", "\x1b[?1000h", "\u{9b}", "\x07"] {
+                    assert!(!text.contains(bad), "{name} sent {bad:?}: {text:?}");
+                }
+                continue;
+            }
+            assert!(
+                !bytes.iter().any(|&b| b == 0x1b || b == 0x07 || b == 0x9b),
+                "{name} {stream} carries a control byte: {text:?}"
+            );
+        }
+    }
+    let show = String::from_utf8(bastionctl(&["sessions", "show", session]).stdout).unwrap();
+    assert!(show.contains("xterm\\x1b]0;OWNED\\x07\\x1b[2J"), "{show}");
+    // JSON stays exact.
+    let json = bastionctl(&["sessions", "show", session, "--json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["start"]["term"], evil_term);
+
+    // A 20,000-character TERM is stored bounded, with a marker.
+    let long_term = "x".repeat(20_000);
+    let marker2 = format!("longterm{id}");
+    let out = ssh(&u, &["-tt"], &[&format!("echo {marker2}")])
+        .env("TERM", &long_term)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"].as_str().is_some_and(|c| c.contains(&marker2))
+    });
+    let term = start["term"].as_str().unwrap();
+    assert!(term.len() < 200, "stored TERM is {} bytes", term.len());
+    assert!(term.contains("20000 bytes in all"), "{term}");
+    let header = std::fs::read_to_string(start["recording"].as_str().unwrap()).unwrap();
+    let first = header.lines().next().unwrap();
+    assert!(first.len() < 2000, "cast header is {} bytes", first.len());
+}
+
 #[test]
 fn a_killed_client_still_gets_a_complete_record() {
     let u = e2e_user("bt-rec-kill");

@@ -245,9 +245,50 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
+/// Longest `command` a record keeps, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+/// Longest `term` a record keeps, in bytes.
+pub const MAX_TERM_BYTES: usize = 64;
+
+/// A field the recorded user controls, bounded for the record: at most
+/// `max` bytes of it (cut at a character boundary), then, when cut, a
+/// marker with the whole value's length and SHA-256, so a reviewer knows
+/// it was cut and can match it against another copy. Control characters
+/// are kept as they were (the JSON escapes them; every `bastionctl` view
+/// shows them escaped).
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}…[cut by bastion: {} bytes in all, sha256 {}]",
+        &text[..cut],
+        text.len(),
+        super::line_sha256(text.as_bytes())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_fields_are_bounded_with_a_marker() {
+        assert_eq!(bounded("xterm", MAX_TERM_BYTES), "xterm");
+        let long = "x".repeat(20_000);
+        let cut = bounded(&long, MAX_TERM_BYTES);
+        assert!(cut.starts_with(&"x".repeat(64)));
+        assert!(cut.contains("…[cut by bastion: 20000 bytes in all, sha256 "));
+        assert!(cut.len() < 200, "{}", cut.len());
+        // Never inside a character.
+        let e = "é".repeat(40);
+        let cut = bounded(&e, 5);
+        assert!(cut.starts_with("éé…"), "{cut}");
+    }
 
     #[test]
     fn event_names_match_the_serialized_tag() {

@@ -21,8 +21,9 @@ pub mod syslog;
 pub mod verify;
 
 pub use event::{
-    AuditEvent, AuditRecord, ContainerEvent, CredentialsIssued, EndedBy, RecordingPruned,
-    RecordingSummary, SessionEnd, SessionKind, SessionStart, StsAssumeRole, TransferDirection,
+    AuditEvent, AuditRecord, ContainerEvent, CredentialsIssued, EndedBy, MAX_COMMAND_BYTES,
+    MAX_TERM_BYTES, RecordingPruned, RecordingSummary, SessionEnd, SessionKind, SessionStart,
+    StsAssumeRole, TransferDirection, bounded,
 };
 pub use verify::{ChainProblem, ProblemKind, RecordingProblem, VerifyReport, verify};
 

@@ -28,7 +28,7 @@ use super::pump::{self, Counters, Observer, PumpEnd};
 use super::records::{self, RecordingObserver};
 use super::request::{self, FirstFrame, Received, RequestError};
 use super::terminal::RawMode;
-use crate::audit::{EndedBy, SessionKind, SessionStart};
+use crate::audit::{self, EndedBy, SessionKind, SessionStart};
 use crate::config::ResolveError;
 use crate::protocol::{
     self, ClientMessage, EXIT_BASTION_FAILURE, Request, ServerMessage, WindowSize,
@@ -242,11 +242,17 @@ async fn run(
         image_digest: Some(running.image_id.clone()),
         role: running.role.clone(),
         kind,
-        command: request.command.clone(),
+        command: request
+            .command
+            .as_deref()
+            .map(|c| audit::bounded(c, audit::MAX_COMMAND_BYTES)),
         shell: Some(config.bastiond.shell.clone()),
         transfer_direction: plan.transfer_direction(),
         tty: request.tty,
-        term: request.env.get("TERM").cloned(),
+        term: request
+            .env
+            .get("TERM")
+            .map(|t| audit::bounded(t, audit::MAX_TERM_BYTES)),
         cols: request.size.map(|s| s.cols),
         rows: request.size.map(|s| s.rows),
         recording: None,

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::index::{SessionIndex, SessionInfo};
 use super::list::details;
+use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError, format_ts};
 use crate::audit::AuditEvent;
 use crate::recording::cast::CastReader;
@@ -53,7 +54,7 @@ pub fn export_html(
         .map_err(write_err)?;
     file.write_all(page.as_bytes()).map_err(write_err)?;
     writeln!(
-        out,
+        SafeText::new(out),
         "Wrote {} (session {}, {} bytes).",
         html.display(),
         session.session_id,

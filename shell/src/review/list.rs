@@ -5,6 +5,7 @@ use std::io::Write;
 use time::OffsetDateTime;
 
 use super::index::{SessionIndex, SessionInfo};
+use super::terminal_safe::{self, SafeText};
 use super::{ReviewContext, ReviewError, format_ts};
 use crate::audit::verify::file_sha256;
 use crate::audit::{AuditEvent, SessionKind};
@@ -54,7 +55,7 @@ pub fn list(
             serde_json::to_writer_pretty(&mut *out, &sessions).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        OutputFormat::Table => write_table(&sessions, out)?,
+        OutputFormat::Table => write_table(&sessions, &mut SafeText::new(out))?,
     }
     Ok(())
 }
@@ -161,11 +162,16 @@ fn format_duration(secs: f64) -> String {
     }
 }
 
-/// Control characters out (a command could carry escapes), cut to `max`.
+/// Control characters as visible escapes (a command could carry any; a
+/// newline would break the table), cut to `max`.
 fn one_line(text: &str, max: usize) -> String {
     let clean: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            '\n' => "\\n".to_owned(),
+            '\t' => "\\t".to_owned(),
+            c => terminal_safe::escape(c.encode_utf8(&mut [0; 4])).into_owned(),
+        })
         .collect();
     if clean.chars().count() > max {
         clean.chars().take(max - 1).chain(['…']).collect()
@@ -190,6 +196,7 @@ pub fn show(
         writeln!(out)?;
         return Ok(());
     }
+    let out = &mut SafeText::new(out);
     for (key, value) in details(s) {
         writeln!(out, "{key:<17}{value}")?;
     }

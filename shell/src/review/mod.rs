@@ -14,6 +14,7 @@ mod list;
 mod play;
 mod prune;
 mod search;
+pub mod terminal_safe;
 
 pub use export::{export_html, render_html};
 pub use index::{SessionIndex, SessionInfo};
@@ -21,6 +22,7 @@ pub use list::{ListOptions, OutputFormat, list, show};
 pub use play::{PlayOptions, play, play_events};
 pub use prune::{PruneOptions, PruneReport, prune};
 pub use search::{SearchMatch, SearchOptions, search};
+use terminal_safe::SafeText;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -139,7 +141,7 @@ pub fn verify_audit(
     out: &mut dyn Write,
 ) -> Result<bool, ReviewError> {
     let report = crate::audit::verify(path.unwrap_or(&ctx.audit_log))?;
-    writeln!(out, "{report}")?;
+    writeln!(SafeText::new(out), "{report}")?;
     Ok(report.is_ok())
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::index::SessionIndex;
+use super::terminal_safe::{self, ReplayFilter, SafeText};
 use super::{ReviewContext, ReviewError, format_ts};
 use crate::recording::cast::{CastError, CastEvent, CastReader};
 
@@ -56,7 +57,7 @@ pub fn play(
             .ok_or_else(|| ReviewError::NotRecorded(s.session_id.clone()))?
             .to_owned();
         writeln!(
-            info,
+            SafeText::new(&mut *info),
             "Replaying session {} of {} in {}, started {} UTC (Ctrl-C stops).",
             s.session_id,
             s.user(),
@@ -71,15 +72,18 @@ pub fn play(
         ..opts
     };
     play_events(reader, opts, out, &mut std::thread::sleep)?;
-    // Leave the reviewer's terminal as it was: attributes off, cursor shown.
-    out.write_all(b"\x1b[0m\x1b[?25h\r\n")?;
+    // Leave the reviewer's terminal as it was.
+    out.write_all(terminal_safe::RESET)?;
+    out.write_all(b"\r\n")?;
     out.flush()?;
     writeln!(info, "End of recording.")?;
     Ok(())
 }
 
 /// Writes each output event after the pause before it (capped at the idle
-/// limit, divided by the speed), calling `sleep` for the pauses.
+/// limit, divided by the speed), calling `sleep` for the pauses. What the
+/// terminal is sent passes [`ReplayFilter`]: the recorded user cannot make
+/// the reviewer's terminal retitle, report or type.
 pub fn play_events(
     events: impl IntoIterator<Item = Result<CastEvent, CastError>>,
     opts: PlayOptions,
@@ -87,6 +91,8 @@ pub fn play_events(
     sleep: &mut dyn FnMut(Duration),
 ) -> Result<(), ReviewError> {
     let mut prev = 0.0f64;
+    let mut filter = ReplayFilter::new();
+    let mut safe = Vec::new();
     for event in events {
         let event = event?;
         if event.code != "o" {
@@ -102,7 +108,9 @@ pub fn play_events(
             out.flush()?;
             sleep(Duration::from_secs_f64(pause));
         }
-        out.write_all(event.data.as_bytes())?;
+        safe.clear();
+        filter.filter(event.data.as_bytes(), &mut safe);
+        out.write_all(&safe)?;
     }
     out.flush()?;
     Ok(())

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError};
 use crate::audit::verify::file_sha256;
 use crate::audit::{AuditEvent, AuditLog, RecordingPruned};
@@ -40,6 +41,7 @@ pub fn prune(
     opts: PruneOptions,
     out: &mut dyn Write,
 ) -> Result<PruneReport, ReviewError> {
+    let out = &mut SafeText::new(out);
     let cutoff = SystemTime::now()
         .checked_sub(opts.older_than)
         .unwrap_or(SystemTime::UNIX_EPOCH);

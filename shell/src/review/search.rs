@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::Serialize;
 
+use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError, format_offset};
 use crate::recording::cast::CastReader;
 use crate::recording::sessions_dir;
@@ -68,7 +69,7 @@ pub fn search(
                 writeln!(out)
             } else {
                 writeln!(
-                    out,
+                    SafeText::new(&mut *out),
                     "{session_id}  {user}  +{}  {line}",
                     format_offset(offset_secs)
                 )

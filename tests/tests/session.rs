@@ -326,6 +326,65 @@ fn a_dropped_connection_kills_the_sessions_processes() {
     );
 }
 
+/// issue 9, class 5: nothing a session starts outlives it, however it
+/// hides: a cleared environment, setsid, nohup, double forks, renamed
+/// processes, ignored signals, a process that keeps forking. Found by the
+/// session's cgroup, which nothing inside can leave.
+#[test]
+fn nothing_a_session_starts_outlives_it() {
+    let u = user("bt-outlive");
+    let container = container_of(&u);
+    let top = |c: &str| docker(&["top", c, "-eo", "pid,user,args"]);
+    let id = std::process::id();
+    let escapes = [
+        format!("(env -u BASTION_SESSION sleep 6{id}1 &)"),
+        format!("setsid nohup sleep 6{id}2 >/dev/null 2>&1 &"),
+        format!("(env -i bash -c 'exec -a innocent sleep 6{id}3' &)"),
+        format!(
+            "python3 -c 'import os\nif os.fork() == 0:\n os.setsid()\n if os.fork() == 0:\n  os.environ.clear(); os.execv(\"/bin/sleep\", [\"sleep\", \"6{id}4\"])\n os._exit(0)\n'"
+        ),
+        format!("(trap \"\" HUP TERM INT; exec sleep 6{id}5) &"),
+        format!("( while :; do sleep 6{id}6 & sleep 0.05; done ) >/dev/null 2>&1 &"),
+        format!("nohup setsid bash -c 'while :; do sleep 6{id}7; done' >/dev/null 2>&1 &"),
+    ];
+    for (n, escape) in escapes.iter().enumerate() {
+        let marker = format!("6{id}{}", n + 1);
+        // The session ends once the escapee is running.
+        let out = ssh_run(
+            &u,
+            &format!(
+                "{escape}\nfor i in $(seq 100); do pgrep -f {marker} >/dev/null && break; sleep 0.1; done; pgrep -f {marker} >/dev/null && echo started"
+            ),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "started",
+            "{escape}: {out:?}"
+        );
+        assert!(
+            eventually(Duration::from_secs(20), || !top(&container)
+                .contains(&marker)),
+            "{escape} outlived its session:\n{}",
+            top(&container)
+        );
+    }
+    // Only the container's own processes are left, and they are not the
+    // user's: the user cannot signal them, or trace them into forking.
+    let left = top(&container);
+    for line in left.lines().skip(1) {
+        assert!(line.contains("nobody") || line.contains("65534"), "{left}");
+    }
+    let attempts = ssh_text(
+        &u,
+        "kill -9 1 2>/dev/null && echo KILLED-INIT; \
+         python3 -c 'import ctypes,sys; sys.exit(0 if ctypes.CDLL(None).ptrace(16, 1, 0, 0) == 0 else 1)' && echo TRACED-INIT; \
+         for f in $(find /sys/fs/cgroup -name cgroup.procs 2>/dev/null); do echo $$ > $f 2>/dev/null && echo MOVED; done; \
+         echo done",
+    );
+    assert_eq!(attempts.trim(), "done", "{attempts}");
+    assert_eq!(ssh_text(&u, "echo still-here").trim(), "still-here");
+}
+
 #[test]
 fn users_not_allowed_are_refused_clearly() {
     // Not in bastion-users: sshd's AllowGroups refuses before the shell runs.

@@ -1,11 +1,118 @@
-//! A container's cgroup, read on the host: which processes are in it (to
-//! end a session's processes without scanning the whole host) and its
-//! limit counters (to tell users when a limit bit). Works with cgroup v1
-//! and v2.
+//! A container's cgroup, read on the host: its limit counters (to tell
+//! users when a limit bit) and the directory under which each session gets
+//! its own cgroup ([`super::session_cgroup`]). Works with cgroup v1, v2 and
+//! the hybrid layout (v1 controllers plus a v2 hierarchy without any).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::limits::{Counters, counter};
+
+/// The hierarchy sessions are tracked in, and the container's directory
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracking {
+    pub kind: TrackingKind,
+    /// The container's own cgroup directory in that hierarchy.
+    pub dir: PathBuf,
+}
+
+/// Which kind of hierarchy tracks sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingKind {
+    /// cgroup v2 (also the hybrid layout's controller-less hierarchy):
+    /// `cgroup.kill`, or `cgroup.freeze` on kernels before 5.14.
+    V2,
+    /// cgroup v1's freezer controller: `freezer.state`.
+    V1Freezer,
+}
+
+/// Where the host mounts the cgroup hierarchies sessions can be tracked in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mounts {
+    pub v2: Option<PathBuf>,
+    pub v1_freezer: Option<PathBuf>,
+}
+
+impl Mounts {
+    /// The host's, read once from /proc/self/mountinfo.
+    pub fn host() -> &'static Mounts {
+        static MOUNTS: OnceLock<Mounts> = OnceLock::new();
+        MOUNTS.get_or_init(|| {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|text| Self::parse(&text))
+                .unwrap_or_default()
+        })
+    }
+
+    /// Parses mountinfo: `ID PARENT MAJ:MIN ROOT POINT OPTS [TAGS] - TYPE
+    /// SOURCE SUPEROPTS`. Only mounts of a hierarchy's root count (a bind
+    /// of a sub-cgroup would shift every path).
+    pub fn parse(mountinfo: &str) -> Self {
+        let mut mounts = Mounts::default();
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            let (Some(root), Some(point), Some(fstype)) = (left.get(3), left.get(4), right.first())
+            else {
+                continue;
+            };
+            if *root != "/" {
+                continue;
+            }
+            let point = PathBuf::from(point.replace("\\040", " "));
+            match *fstype {
+                "cgroup2" => {
+                    mounts.v2.get_or_insert(point);
+                }
+                "cgroup"
+                    if right
+                        .get(2)
+                        .is_some_and(|o| o.split(',').any(|o| o == "freezer")) =>
+                {
+                    mounts.v1_freezer.get_or_insert(point);
+                }
+                _ => {}
+            }
+        }
+        mounts
+    }
+
+    /// The tracking hierarchy of a process whose `/proc/PID/cgroup` is
+    /// `text`: v2 when mounted, else v1's freezer.
+    pub fn tracking(&self, text: &str) -> Option<Tracking> {
+        let mut v2 = None;
+        let mut freezer = None;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let rel = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                v2 = self.v2.as_ref().map(|m| m.join(rel));
+            } else if controllers.split(',').any(|c| c == "freezer") {
+                freezer = self.v1_freezer.as_ref().map(|m| m.join(rel));
+            }
+        }
+        match (v2, freezer) {
+            (Some(dir), _) => Some(Tracking {
+                kind: TrackingKind::V2,
+                dir,
+            }),
+            (None, Some(dir)) => Some(Tracking {
+                kind: TrackingKind::V1Freezer,
+                dir,
+            }),
+            _ => None,
+        }
+    }
+}
 
 /// A container's cgroup files, found from one of its processes.
 #[derive(Debug, Clone)]
@@ -16,6 +123,8 @@ pub struct CgroupFiles {
     pids_events: Option<PathBuf>,
     /// `memory.events` (v2) or `memory.oom_control` (v1): both have `oom_kill N`.
     memory_events: Option<PathBuf>,
+    /// Where the container's sessions get their own cgroups.
+    pub tracking: Option<Tracking>,
 }
 
 impl CgroupFiles {
@@ -27,7 +136,9 @@ impl CgroupFiles {
         if container_id.is_empty() || !text.contains(container_id) {
             return None;
         }
-        Some(Self::from_proc_cgroup(Path::new("/sys/fs/cgroup"), &text))
+        let mut files = Self::from_proc_cgroup(Path::new("/sys/fs/cgroup"), &text);
+        files.tracking = Mounts::host().tracking(&text);
+        Some(files)
     }
 
     fn from_proc_cgroup(root: &Path, text: &str) -> Self {
@@ -35,6 +146,7 @@ impl CgroupFiles {
             procs: None,
             pids_events: None,
             memory_events: None,
+            tracking: None,
         };
         for line in text.lines() {
             let mut parts = line.splitn(3, ':');
@@ -127,6 +239,54 @@ mod tests {
             f.memory_events.unwrap(),
             Path::new("/cg/system.slice/docker-abc.scope/memory.events")
         );
+    }
+
+    const HYBRID: &str = "\
+24 1 0:22 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+25 24 0:23 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+26 24 0:24 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+27 24 0:25 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+28 1 0:26 /docker/abc /mnt/bind rw - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn sessions_are_tracked_in_v2_when_mounted_else_in_the_freezer() {
+        let mounts = Mounts::parse(HYBRID);
+        assert_eq!(
+            mounts.v2.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            mounts.v1_freezer.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/freezer"))
+        );
+        let hybrid = "6:freezer:/docker/abc\n8:pids:/docker/abc\n0::/docker/abc\n";
+        assert_eq!(
+            mounts.tracking(hybrid),
+            Some(Tracking {
+                kind: TrackingKind::V2,
+                dir: "/sys/fs/cgroup/unified/docker/abc".into()
+            })
+        );
+        let v1_only = Mounts {
+            v2: None,
+            ..mounts.clone()
+        };
+        assert_eq!(
+            v1_only.tracking(hybrid),
+            Some(Tracking {
+                kind: TrackingKind::V1Freezer,
+                dir: "/sys/fs/cgroup/freezer/docker/abc".into()
+            })
+        );
+        let v2 = Mounts::parse("30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(
+            v2.tracking("0::/system.slice/docker-abc.scope\n")
+                .unwrap()
+                .dir,
+            Path::new("/sys/fs/cgroup/system.slice/docker-abc.scope")
+        );
+        assert_eq!(Mounts::default().tracking(hybrid), None);
     }
 
     #[test]

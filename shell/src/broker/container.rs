@@ -45,6 +45,9 @@ pub const CREDENTIALS_FULL_URI: &str = "http://169.254.170.2/v1/credentials";
 /// Where the kubeconfig directory is mounted (read-only) inside.
 pub const KUBECONFIG_DIR_IN_CONTAINER: &str = "/etc/bastion/kubeconfigs";
 
+/// The uid:gid of a container's own processes (init, `sleep`): nobody.
+pub const CONTAINER_INIT_USER: &str = "65534:65534";
+
 /// A user's running container.
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -134,6 +137,10 @@ pub struct ContainerManager {
     docker: Docker,
     audit: Arc<AuditLog>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per user: held shared by each session from before its exec exists
+    /// until it is in its own cgroup, and exclusively by whoever kills the
+    /// user's processes outside every session (then none is in flight).
+    placements: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Each image's own `/etc/passwd` and `/etc/group`, by image id (an id
     /// names immutable content, so an entry never goes stale).
     image_accounts: Mutex<HashMap<String, Arc<ImageAccounts>>>,
@@ -169,6 +176,7 @@ impl ContainerManager {
             docker,
             audit,
             locks: Mutex::new(HashMap::new()),
+            placements: Mutex::new(HashMap::new()),
             image_accounts: Mutex::new(HashMap::new()),
             state: Arc::default(),
         }
@@ -222,6 +230,13 @@ impl ContainerManager {
     /// The lock serialising container changes of `user`.
     pub fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().expect("lock map poisoned");
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// The lock between sessions being placed in their cgroups (shared)
+    /// and sweeps of processes outside every session (exclusive).
+    pub fn placement_lock(&self, user: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self.placements.lock().expect("lock map poisoned");
         locks.entry(user.to_owned()).or_default().clone()
     }
 
@@ -686,10 +701,14 @@ fn build_spec(
     let body = ContainerCreateBody {
         image: Some(image_id.to_owned()),
         hostname: Some(who.name.clone()),
-        user: Some(format!("{}:{}", who.uid, who.gid)),
+        // The container's own processes (init, `sleep`) run as another
+        // uid than the user's sessions (each exec names the user's), so
+        // the user can neither signal nor ptrace them into starting
+        // something outside every session (session_cgroup.rs).
+        user: Some(CONTAINER_INIT_USER.into()),
         env: Some(env),
         cmd: Some(vec!["sleep".into(), "infinity".into()]),
-        working_dir: Some(home),
+        working_dir: Some("/".into()),
         labels: Some(labels),
         host_config: Some(HostConfig {
             init: Some(true),
@@ -869,7 +888,7 @@ mod tests {
                 .unwrap()
                 .contains(&"IAM_ROLE=dev".to_owned())
         );
-        assert_eq!(spec.body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(spec.body.user.as_deref(), Some(CONTAINER_INIT_USER));
         assert_eq!(spec.body.hostname.as_deref(), Some("alice"));
         let host = spec.body.host_config.as_ref().unwrap();
         assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));

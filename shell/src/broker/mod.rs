@@ -12,16 +12,16 @@ pub mod fdio;
 pub mod identity;
 pub mod limits;
 pub mod plan;
-pub mod procs;
 pub mod pump;
 pub mod reaper;
 pub mod records;
 pub mod request;
 pub mod session;
+pub mod session_cgroup;
 pub mod terminal;
 pub mod transfer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -108,29 +108,42 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Live sessions per user, and when each user's last session ended.
+/// Live sessions per user, when each user's last session ended, and the
+/// ids of the live sessions (whose cgroups the reaper leaves alone).
 #[derive(Default)]
 pub struct LiveSessions {
     users: Mutex<HashMap<String, (usize, Instant)>>,
+    ids: Mutex<HashSet<String>>,
 }
 
 /// One live session; counted until dropped.
 pub struct LiveGuard {
     sessions: Arc<LiveSessions>,
     user: String,
+    session_id: String,
 }
 
 impl LiveSessions {
-    pub fn enter(self: &Arc<Self>, user: &str) -> LiveGuard {
+    pub fn enter(self: &Arc<Self>, user: &str, session_id: &str) -> LiveGuard {
         let mut users = self.users.lock().expect("live lock poisoned");
         users
             .entry(user.to_owned())
             .or_insert((0, Instant::now()))
             .0 += 1;
+        self.ids
+            .lock()
+            .expect("live lock poisoned")
+            .insert(session_id.to_owned());
         LiveGuard {
             sessions: self.clone(),
             user: user.to_owned(),
+            session_id: session_id.to_owned(),
         }
+    }
+
+    /// The ids of the sessions live now.
+    pub fn ids(&self) -> HashSet<String> {
+        self.ids.lock().expect("live lock poisoned").clone()
     }
 
     pub fn count(&self, user: &str) -> usize {
@@ -152,6 +165,11 @@ impl LiveSessions {
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
+        self.sessions
+            .ids
+            .lock()
+            .expect("live lock poisoned")
+            .remove(&self.session_id);
         let mut users = self.sessions.users.lock().expect("live lock poisoned");
         if let Some(entry) = users.get_mut(&self.user) {
             entry.0 = entry.0.saturating_sub(1);
@@ -379,14 +397,16 @@ mod tests {
         let live = Arc::new(LiveSessions::default());
         let start = Instant::now();
         assert_eq!(live.idle_since("a", start), Some(start));
-        let one = live.enter("a");
-        let two = live.enter("a");
+        let one = live.enter("a", "s1");
+        let two = live.enter("a", "s2");
         assert_eq!(live.count("a"), 2);
+        assert_eq!(live.ids().len(), 2);
         assert_eq!(live.idle_since("a", start), None);
         drop(one);
         assert_eq!(live.count("a"), 1);
         drop(two);
         assert_eq!(live.count("a"), 0);
+        assert!(live.ids().is_empty());
         assert!(live.idle_since("a", start).unwrap() >= start);
     }
 }

@@ -1,7 +1,9 @@
 //! Housekeeping of users' containers: at start-up, recover the view from
 //! Docker labels and kill what a previous broker's sessions left running;
-//! then, periodically, stop containers idle for `idle_stop_after` and remove
-//! containers stopped for `remove_after` (homes stay on the host).
+//! then, periodically, kill what no live session owns (session cgroups of
+//! sessions that are gone, strays outside every session), stop containers
+//! idle for `idle_stop_after` and remove containers stopped for
+//! `remove_after` (homes stay on the host).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +14,16 @@ use bollard::query_parameters::{
 };
 
 use super::Broker;
+use super::cgroup::CgroupFiles;
 use super::container::{Lifecycle, event, labels};
-use super::procs;
+use super::session_cgroup;
 
 /// A bastion container as listed by Docker.
 struct Listed {
     id: String,
     name: String,
     user: String,
+    uid: Option<u32>,
     running: bool,
 }
 
@@ -37,10 +41,16 @@ async fn list(broker: &Broker) -> Result<Vec<Listed>, bollard::errors::Error> {
         .into_iter()
         .filter_map(|c| {
             let user = c.labels.as_ref()?.get(labels::USER)?.clone();
+            let uid = c
+                .labels
+                .as_ref()?
+                .get(labels::UID)
+                .and_then(|u| u.parse().ok());
             Some(Listed {
                 id: c.id?,
                 name: c.names?.first()?.trim_start_matches('/').to_owned(),
                 user,
+                uid,
                 running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
             })
         })
@@ -58,12 +68,62 @@ pub async fn recover(broker: &Broker) {
         }
     };
     for c in containers.into_iter().filter(|c| c.running) {
-        let id = c.id.clone();
-        let killed = tokio::task::spawn_blocking(move || procs::kill_orphaned_sessions(&id))
-            .await
-            .unwrap_or(0);
-        tracing::info!(container = %c.name, user = %c.user, orphans_killed = killed, "recovered container");
+        let (sessions, strays) = kill_unowned(broker, &c).await;
+        tracing::info!(container = %c.name, user = %c.user, orphaned_sessions = sessions, strays, "recovered container");
     }
+}
+
+/// Kills what no live session of container `c` owns: the cgroups of
+/// sessions that are not live (a previous bastiond's, or one whose end
+/// failed to clean up) and the user's processes outside every session.
+/// Returns (sessions, strays) killed.
+async fn kill_unowned(broker: &Broker, c: &Listed) -> (usize, usize) {
+    let pid = match broker
+        .containers
+        .docker()
+        .inspect_container(&c.id, None)
+        .await
+    {
+        Ok(inspect) => inspect
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|&p| p > 0),
+        Err(_) => None,
+    };
+    let Some(tracking) = pid
+        .and_then(|pid| CgroupFiles::of_container(pid, &c.id))
+        .and_then(|files| files.tracking)
+    else {
+        return (0, 0);
+    };
+    let live = broker.live.clone();
+    let uid = c.uid;
+    // No session of the user is between its exec and its cgroup meanwhile.
+    let sweeping = broker
+        .containers
+        .placement_lock(&c.user)
+        .write_owned()
+        .await;
+    tokio::task::spawn_blocking(move || {
+        let _sweeping = sweeping;
+        // The cgroups first, then the live ids: a cgroup is made after its
+        // session is counted live, so none made meanwhile is taken.
+        let existing = session_cgroup::existing(&tracking);
+        let live = live.ids();
+        let mut sessions = 0;
+        for (id, cgroup) in existing {
+            if !live.contains(&id) {
+                cgroup.kill_all();
+                cgroup.remove();
+                sessions += 1;
+            }
+        }
+        let strays = uid.map_or(0, |uid| session_cgroup::sweep_strays(&tracking, uid));
+        (sessions, strays)
+    })
+    .await
+    .unwrap_or((0, 0))
 }
 
 /// How often the reaper looks.
@@ -89,6 +149,10 @@ async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
         let lock = broker.containers.lock_for(&c.user);
         let _guard = lock.lock().await;
         if c.running {
+            let (sessions, strays) = kill_unowned(broker, &c).await;
+            if sessions + strays > 0 {
+                tracing::warn!(container = %c.name, user = %c.user, sessions, strays, "killed processes no live session owns");
+            }
             let idle = broker.live.idle_since(&c.user, broker.started);
             if idle.is_some_and(|since| since.elapsed() >= config.bastiond.idle_stop_after) {
                 docker

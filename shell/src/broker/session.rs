@@ -16,17 +16,17 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::Broker;
 use super::admission::Pending;
-use super::cgroup::CgroupFiles;
+use super::cgroup::{CgroupFiles, Tracking};
 use super::container::{ContainerError, ENGINE_DOWN, Running};
 use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
 use super::limits;
 use super::plan::Plan;
-use super::procs;
 use super::pump::{self, Counters, Observer, PumpEnd};
 use super::records::{self, RecordingObserver};
 use super::request::{self, FirstFrame, Received, RequestError};
+use super::session_cgroup::{self, SessionCgroup, SessionCgroupError};
 use super::terminal::RawMode;
 use crate::audit::{self, EndedBy, SessionKind, SessionStart};
 use crate::config::ResolveError;
@@ -57,6 +57,8 @@ pub enum SessionError {
     Fd(#[source] std::io::Error),
     #[error("cannot write the session's records: {0}")]
     Records(#[source] SessionLogError),
+    #[error("cannot give the session its own cgroup: {0}")]
+    Contain(#[source] SessionCgroupError),
 }
 
 impl SessionError {
@@ -73,6 +75,7 @@ impl SessionError {
             }
             Self::StartExec(ExecStartError::Connect { .. }) => ENGINE_DOWN.into(),
             Self::Records(_) => "sessions cannot be recorded right now, so logins are refused; please tell the bastion admins".into(),
+            Self::Contain(_) => "your session could not be started in your container (it could not be contained); please try again or tell the bastion admins".into(),
             Self::CreateExec { .. } | Self::StartExec(_) => limit_hint(&self.to_string()).unwrap_or_else(|| {
                 "your session could not be started in your container; please try again or tell the bastion admins".into()
             }),
@@ -92,30 +95,13 @@ fn limit_hint(detail: &str) -> Option<String> {
         })
 }
 
-/// How a session ended (the audit trail's `ended_by`).
+/// Why the byte pump stopped (what the session's end is then made of:
+/// [`Finish`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Exit,
     ClientGone,
     BrokerShutdown,
-}
-
-impl Ending {
-    fn ended_by(self) -> EndedBy {
-        match self {
-            Ending::Exit => EndedBy::Exit,
-            Ending::ClientGone => EndedBy::ClientGone,
-            Ending::BrokerShutdown => EndedBy::BrokerShutdown,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Ending::Exit => "exit",
-            Ending::ClientGone => "client_gone",
-            Ending::BrokerShutdown => "broker_shutdown",
-        }
-    }
 }
 
 /// Serves one connection from a `bastion-shell`, admitted as `pending`
@@ -206,7 +192,7 @@ async fn run(
     let request = &received.request.clone();
     // Counted live before the container is ensured, so the reaper never
     // stops a container a login is about to use.
-    let live = broker.live.enter(&who.name);
+    let live = broker.live.enter(&who.name, &session_id);
     let others_live = || broker.live.count(&who.name).saturating_sub(1);
     phase("identified");
     let running = broker
@@ -269,18 +255,41 @@ async fn run(
     let begin = tokio::task::spawn_blocking(move || {
         SessionRecording::begin_with_policy(&recording_config, &audit, start, record)
     });
+    // The session's own cgroup exists before its exec does: the exec runs
+    // nothing until it is inside (session_cgroup.rs).
+    let cgroup = running
+        .cgroup
+        .as_ref()
+        .and_then(|c| c.tracking.as_ref())
+        .ok_or(SessionCgroupError::NoTracking)
+        .and_then(|tracking| SessionCgroup::create(tracking, &session_id))
+        .map_err(SessionError::Contain)?;
+    let placements = broker.containers.placement_lock(&who.name);
+    // Held until the exec is in its cgroup: no sweep of strays meanwhile.
+    let placing = placements.clone().read_owned().await;
+    let contained = Contained {
+        cgroup,
+        tracking: running.cgroup.as_ref().and_then(|c| c.tracking.clone()),
+        uid: who.uid,
+        placements,
+    };
     let exec = create_exec(
         broker,
-        plan.argv(&config.bastiond.shell),
+        session_cgroup::wrapped(&session_id, plan.argv(&config.bastiond.shell)),
         &who,
         &running,
         request,
         &session_id,
     );
     let (recording, exec_id) = tokio::join!(begin, exec);
-    let recording = recording
-        .expect("session records panicked")
-        .map_err(SessionError::Records)?;
+    let recording = match recording.expect("session records panicked") {
+        Ok(r) => r,
+        Err(e) => {
+            drop(placing);
+            contained.end().await;
+            return Err(SessionError::Records(e));
+        }
+    };
     let recording = recording.map(|r| RecordingObserver(std::sync::Mutex::new(r)));
     // The "you are recorded" notice: interactive sessions only, never in
     // command or transfer sessions, where it would corrupt their output.
@@ -295,6 +304,12 @@ async fn run(
             Some(r) => r,
             None => &pump::NoObserver,
         };
+        let placement = Placement {
+            cgroup: &contained.cgroup,
+            session_id: &session_id,
+            deadline: config.bastiond.request_timeout.max(Duration::from_secs(10)),
+            _placing: placing,
+        };
         let (ending, counters) = attach(
             broker,
             &exec_id,
@@ -302,6 +317,7 @@ async fn run(
             control,
             observer,
             banner.as_deref(),
+            placement,
         )
         .await?;
         Ok::<_, SessionError>((exec_id, ending, counters))
@@ -310,7 +326,7 @@ async fn run(
     let (exec_id, ending, counters) = match result {
         Ok(done) => done,
         Err(e) => {
-            kill_session_processes(&running, &session_id, None).await;
+            contained.end().await;
             let outcome = SessionOutcome {
                 ended_by: EndedBy::Error,
                 exit_code: None,
@@ -321,21 +337,22 @@ async fn run(
             return Err(e);
         }
     };
-    let mut killed = 0;
-    if ending != Ending::Exit {
-        let pid = exec_pid(broker, &exec_id).await;
-        killed = kill_session_processes(&running, &session_id, pid).await;
-        tracing::info!(session = %session_id, killed, ended_by = ending.as_str(), "killed the session's processes");
-    }
     phase("stream ended");
-    let code = exit_code(broker, &exec_id).await;
+    let finish = finish(broker, &exec_id, ending, &contained).await;
     phase("exit code read");
-    let code_for_shell = match ending {
-        Ending::Exit => Some(code),
-        Ending::BrokerShutdown => Some(EXIT_BASTION_FAILURE),
-        Ending::ClientGone => None, // nobody to tell
+    let reply_frame = match &finish {
+        Finish::Exited { code, .. } => Some(ServerMessage::Exit { code: *code }),
+        Finish::ClientGone { .. } => None, // nobody to tell
+        Finish::Shutdown { .. } => Some(ServerMessage::Error {
+            message: BROKER_RESTARTING.into(),
+            code: EXIT_BASTION_FAILURE,
+        }),
+        Finish::EngineLost { .. } => Some(ServerMessage::Error {
+            message: ENGINE_DOWN.into(),
+            code: EXIT_BASTION_FAILURE,
+        }),
     };
-    if let Some(code) = code_for_shell {
+    if let Some(frame) = reply_frame {
         let limits_after = running.cgroup.as_deref().map(CgroupFiles::read_counters);
         if let (Some(before), Some(after)) = (limits_before, limits_after) {
             let l = settings.limits;
@@ -345,31 +362,153 @@ async fn run(
                     protocol::write_frame_async(reply, &ServerMessage::Notice { message }).await;
             }
         }
-        let _ = protocol::write_frame_async(reply, &ServerMessage::Exit { code }).await;
+        let _ = protocol::write_frame_async(reply, &frame).await;
         phase("exit code sent");
     }
     // Logged once the shell has its exit code: nothing waits on the log.
     let (bytes_in, bytes_out) = counters.snapshot();
+    let outcome = finish.outcome();
     tracing::info!(
         session = %session_id, user = %who.name, container = %running.name,
-        exit_code = code, ended_by = ending.as_str(), bytes_in, bytes_out,
+        exit_code = ?outcome.exit_code, ended_by = ?outcome.ended_by, bytes_in, bytes_out,
+        error = outcome.error.as_deref(),
         "session end"
     );
-    let signal = (killed > 0 && code == 128 + 9).then(|| "KILL".to_owned());
-    let outcome = SessionOutcome {
-        ended_by: ending.ended_by(),
-        exit_code: Some(code),
-        signal,
-        error: None,
-    };
     end_records(broker, recording, outcome).await;
     phase("records ended");
     drop(live);
     // Whatever the session left running in the background goes with it.
-    tokio::spawn(async move {
-        kill_session_processes(&running, &session_id, None).await;
-    });
+    tokio::spawn(contained.end());
     Ok(())
+}
+
+/// What users are told when bastiond stops under their session.
+pub const BROKER_RESTARTING: &str =
+    "the bastion's session service was restarted, which ended your session; please log in again";
+
+/// A session's cgroup, and what its end sweeps.
+struct Contained {
+    cgroup: SessionCgroup,
+    tracking: Option<Tracking>,
+    uid: u32,
+    /// The user's placement lock (taken exclusively to sweep strays).
+    placements: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl Contained {
+    /// Kills everything the session started, removes its cgroup, and kills
+    /// the user's strays outside any session. Returns how many of the
+    /// session's processes were killed.
+    async fn kill(&self) -> usize {
+        let sweeping = self.placements.clone().write_owned().await;
+        let cgroup = self.cgroup.clone();
+        let tracking = self.tracking.clone();
+        let uid = self.uid;
+        tokio::task::spawn_blocking(move || {
+            let killed = cgroup.kill_all();
+            cgroup.remove();
+            if let Some(tracking) = tracking {
+                let strays = session_cgroup::sweep_strays(&tracking, uid);
+                if strays > 0 {
+                    tracing::warn!(uid, strays, container_cgroup = %tracking.dir.display(), "killed processes outside every session");
+                }
+            }
+            drop(sweeping);
+            killed
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    async fn end(self) {
+        self.kill().await;
+    }
+}
+
+/// How a session ended, as bastiond can tell.
+enum Finish {
+    /// The session's process exited with `code` (`killed`: processes of
+    /// the session were killed after the client left or at the end).
+    Exited { code: i32, killed: usize },
+    /// The client went away; the session's processes were killed.
+    ClientGone { code: Option<i32>, killed: usize },
+    /// bastiond is stopping with the session live: its processes were
+    /// killed.
+    Shutdown { code: Option<i32>, killed: usize },
+    /// The Engine went away (or forgot the exec) before the exit code was
+    /// known: there is no exit code to report.
+    EngineLost { error: String },
+}
+
+impl Finish {
+    fn outcome(&self) -> SessionOutcome {
+        let signal = |code: Option<i32>, killed: usize| {
+            (killed > 0 && code == Some(128 + 9)).then(|| "KILL".to_owned())
+        };
+        match self {
+            Self::Exited { code, killed } => SessionOutcome {
+                ended_by: EndedBy::Exit,
+                exit_code: Some(*code),
+                signal: signal(Some(*code), *killed),
+                error: None,
+            },
+            Self::ClientGone { code, killed } => SessionOutcome {
+                ended_by: EndedBy::ClientGone,
+                exit_code: *code,
+                signal: signal(*code, *killed),
+                error: None,
+            },
+            Self::Shutdown { code, killed } => SessionOutcome {
+                ended_by: EndedBy::BrokerShutdown,
+                exit_code: *code,
+                signal: signal(*code, *killed),
+                error: None,
+            },
+            Self::EngineLost { error } => SessionOutcome {
+                ended_by: EndedBy::Error,
+                exit_code: None,
+                signal: None,
+                error: Some(error.clone()),
+            },
+        }
+    }
+}
+
+/// Reads how the session's exec ended, killing what is left of the
+/// session when it did not end by itself.
+async fn finish(broker: &Broker, exec_id: &str, ending: Ending, contained: &Contained) -> Finish {
+    match ending {
+        Ending::Exit => match exit_code(broker, exec_id).await {
+            Ok(code) => Finish::Exited { code, killed: 0 },
+            Err(error) => {
+                contained.kill().await;
+                Finish::EngineLost { error }
+            }
+        },
+        Ending::ClientGone => {
+            let killed = contained.kill().await;
+            tracing::info!(
+                exec = exec_id,
+                killed,
+                "client gone: killed the session's processes"
+            );
+            Finish::ClientGone {
+                code: exit_code(broker, exec_id).await.ok(),
+                killed,
+            }
+        }
+        Ending::BrokerShutdown => {
+            // A command that finished as the shutdown began keeps its code.
+            if let Ok(Some(code)) = exec_exit(broker, exec_id).await {
+                return Finish::Exited { code, killed: 0 };
+            }
+            let killed = contained.kill().await;
+            Finish::Shutdown {
+                code: exit_code(broker, exec_id).await.ok(),
+                killed,
+            }
+        }
+    }
 }
 
 async fn create_exec(
@@ -380,7 +519,9 @@ async fn create_exec(
     request: &Request,
     session_id: &str,
 ) -> Result<String, SessionError> {
-    let mut env = vec![format!("{}={session_id}", procs::SESSION_ENV)];
+    // The session's id, for the user's own use (their prompt, their logs);
+    // nothing of bastion's relies on it.
+    let mut env = vec![format!("BASTION_SESSION={session_id}")];
     for (k, v) in &request.env {
         if k == "SSH_TTY" {
             continue; // a host path, meaningless inside
@@ -429,7 +570,8 @@ fn valid_term(term: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
 }
 
-/// Starts the exec and pumps until it ends or the client goes away.
+/// Starts the exec, moves it into its session's cgroup (meanwhile its
+/// wrapper runs nothing), and pumps until it ends or the client goes away.
 async fn attach(
     broker: &Arc<Broker>,
     exec_id: &str,
@@ -437,6 +579,7 @@ async fn attach(
     mut control: OwnedReadHalf,
     observer: &dyn Observer,
     banner: Option<&str>,
+    placement: Placement<'_>,
 ) -> Result<(Ending, Counters), SessionError> {
     let Received {
         request,
@@ -492,11 +635,22 @@ async fn attach(
                 }
             }
         };
-        tokio::pin!(output, input, controls);
+        let placed = placement.run(broker, exec_id);
+        tokio::pin!(output, input, controls, placed);
         let shutdown = broker.shutdown.clone();
         let mut input_done = false;
+        let mut placing = true;
         loop {
             tokio::select! {
+                result = &mut placed, if placing => {
+                    placing = false;
+                    if let Err(e) = result {
+                        if let Some(raw) = raw.as_mut() {
+                            raw.restore();
+                        }
+                        return Err(SessionError::Contain(e));
+                    }
+                }
                 end = &mut output => break match end {
                     PumpEnd::SinkGone(_) => Ending::ClientGone,
                     PumpEnd::Eof | PumpEnd::SourceFailed(_) => Ending::Exit,
@@ -555,51 +709,98 @@ async fn resize(broker: &Broker, exec_id: &str, size: WindowSize) {
     }
 }
 
-async fn exec_pid(broker: &Broker, exec_id: &str) -> Option<i32> {
+/// The exec's exit code if it has ended (`Ok(None)`: still running).
+async fn exec_exit(broker: &Broker, exec_id: &str) -> Result<Option<i32>, String> {
     let inspect = broker
         .containers
         .docker()
         .inspect_exec(exec_id)
         .await
-        .ok()?;
-    inspect
-        .pid
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|&p| p > 0)
+        .map_err(|e| format!("cannot read the exit code from the container engine: {e}"))?;
+    if inspect.running == Some(true) {
+        return Ok(None);
+    }
+    match inspect.exit_code.and_then(|c| i32::try_from(c).ok()) {
+        Some(code) => Ok(Some(code)),
+        None => Err("the container engine has no exit code for the session".into()),
+    }
 }
 
-/// The exec's exit code, once the Engine has recorded it.
-async fn exit_code(broker: &Broker, exec_id: &str) -> i32 {
-    let docker = broker.containers.docker();
+/// The exec's exit code, once the Engine has recorded it; an error when
+/// the Engine is gone or forgot the exec (a restarted dockerd).
+async fn exit_code(broker: &Broker, exec_id: &str) -> Result<i32, String> {
     let mut delay = Duration::from_millis(2);
     for _ in 0..40 {
-        match docker.inspect_exec(exec_id).await {
-            Ok(i) if i.running != Some(true) => {
-                return i
-                    .exit_code
-                    .and_then(|c| i32::try_from(c).ok())
-                    .unwrap_or(EXIT_BASTION_FAILURE);
-            }
-            Ok(_) => {}
+        match exec_exit(broker, exec_id).await {
+            Ok(Some(code)) => return Ok(code),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(exec = exec_id, error = %e, "cannot read exit code");
-                return EXIT_BASTION_FAILURE;
+                return Err(e);
             }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
     }
     tracing::warn!(exec = exec_id, "exec still running after its stream ended");
-    EXIT_BASTION_FAILURE
+    Err("the session's process was still running after its output ended".into())
 }
 
-async fn kill_session_processes(running: &Running, session_id: &str, pid: Option<i32>) -> usize {
-    let id = running.id.clone();
-    let cgroup = running.cgroup.clone();
-    let session = session_id.to_owned();
-    tokio::task::spawn_blocking(move || procs::kill_session(&id, cgroup.as_deref(), &session, pid))
+/// The exec's process on the host, once the Engine has started it (`None`
+/// when it ended before it had one).
+async fn exec_pid(
+    broker: &Broker,
+    exec_id: &str,
+    deadline: Duration,
+) -> Result<Option<i32>, SessionCgroupError> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_micros(500);
+    loop {
+        if let Ok(inspect) = broker.containers.docker().inspect_exec(exec_id).await {
+            if let Some(pid) = inspect
+                .pid
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|&p| p > 0)
+            {
+                return Ok(Some(pid));
+            }
+            if inspect.running == Some(false) && inspect.exit_code.is_some() {
+                return Ok(None);
+            }
+        }
+        if started.elapsed() > deadline {
+            return Err(SessionCgroupError::PlacementTimeout(deadline));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// What moving the exec into its session's cgroup needs.
+struct Placement<'a> {
+    cgroup: &'a SessionCgroup,
+    session_id: &'a str,
+    deadline: Duration,
+    /// The user's placement lock, shared, released once placed.
+    _placing: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl Placement<'_> {
+    /// Finds the exec's process, moves it into the session's cgroup and
+    /// lets it run.
+    async fn run(self, broker: &Broker, exec_id: &str) -> Result<(), SessionCgroupError> {
+        let Some(pid) = exec_pid(broker, exec_id, self.deadline).await? else {
+            return Ok(());
+        };
+        let cgroup = self.cgroup.clone();
+        let session_id = self.session_id.to_owned();
+        let deadline = self.deadline;
+        tokio::task::spawn_blocking(move || {
+            session_cgroup::place(&cgroup, &session_id, pid, deadline)
+        })
         .await
-        .unwrap_or(0)
+        .unwrap_or(Err(SessionCgroupError::PlacementTimeout(deadline)))
+    }
 }
 
 /// A sortable, unique session id: UTC time and 8 random hex digits.

@@ -158,23 +158,40 @@ sshd_config_value() {
 #                activation would restart the service at the next request
 #   SVC_CMD      command line (array) when run without systemd
 #   SVC_EXE      the executable, to recognise the process behind a pidfile
-#   SVC_PIDFILE  pidfile when run without systemd
+#   SVC_PIDFILE  pidfile when run without systemd (the daemon's own pid)
+#   SVC_SUPERVISOR_PIDFILE  pidfile of its supervisor (without systemd)
 #   SVC_LOG      log file (stdout+stderr) when run without systemd
 #   SVC_WAIT     seconds `start` waits for readiness
 #   SVC_READY    function: is the service ready? (no arguments)
+#   SVC_CHECK    function: is its configuration valid? Prints the problem
+#                and fails when not (`restart` refuses to stop anything then)
 #   SVC_PRESTART function run before starting (may fail with a clear error)
 #   SVC_OWN_PIDFILE  a pidfile the daemon writes itself (or ""): finds an
 #                instance started by someone else, so `stop` stops it too
 #   SVC_SHARED   true when an instance started by someone else will do
 #                (dockerd): `start` then leaves it alone
 # To add a service, add a case here (and a unit in provisioning/systemd/).
+#
+# Without systemd, `start` runs a supervisor (`bastion-service supervise
+# NAME`, a bash loop, in its own session) that launches the daemon and
+# launches it again when it exits unexpectedly, like the units'
+# Restart=: after 1, 2, 4, 8, 16 s; at most SVC_MAX_RESTARTS restarts within
+# SVC_RESTART_WINDOW seconds, then it gives up. It logs each exit and
+# restart in SVC_LOG. `stop` stops the supervisor first, then the daemon.
 readonly BASTION_SERVICES="bastiond sshd dockerd metadata-proxy"
+readonly BASTIONCTL=/usr/local/bin/bastionctl
+readonly SVC_MAX_RESTARTS=5
+readonly SVC_RESTART_WINDOW=60
+# The clean environment of supervisors and daemons (plus RUST_LOG if set).
+readonly SVC_ENV=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
 
 service_define() {
     SVC_NAME="$1"
     SVC_PIDFILE="$BASTION_RUN/$1.pid"
+    SVC_SUPERVISOR_PIDFILE="$BASTION_RUN/$1.supervisor.pid"
     SVC_LOG="$BASTION_LOG_DIR/$1.log"
     SVC_PRESTART=:
+    SVC_CHECK=:
     SVC_SHARED=false
     SVC_OWN_PIDFILE=""
     SVC_SOCKET_UNIT=""
@@ -185,6 +202,7 @@ service_define() {
         SVC_EXE=/usr/local/sbin/bastiond
         SVC_CMD=("$SVC_EXE" --config "$BASTION_CONFIG")
         SVC_READY=bastiond_ready
+        SVC_CHECK=bastion_config_check
         SVC_PRESTART=bastiond_prestart
         ;;
     sshd)
@@ -193,6 +211,7 @@ service_define() {
         # -D: stay in the foreground (we daemonize), -e: log to stderr (the log file).
         SVC_CMD=("$SVC_EXE" -D -e -f "$BASTION_SSHD_CONFIG")
         SVC_READY=sshd_ready
+        SVC_CHECK=sshd_config_check
         SVC_PRESTART=sshd_prestart
         SVC_WAIT=15
         ;;
@@ -212,19 +231,49 @@ service_define() {
         SVC_EXE=/usr/local/sbin/bastion-metadata-proxy
         # The host credentials it assumes roles with (the demo's are fake
         # ones for the local STS server) come from an optional env file.
+        # The inner bash execs the proxy: the pid stays the proxy's.
         # shellcheck disable=SC2016 # expanded by the inner bash
         SVC_CMD=(bash -c 'set -a; [ -r "$1" ] && . "$1"; set +a; exec "$2" --config "$3"' metadata-proxy
             "$BASTION_ETC/metadata-proxy.env" "$SVC_EXE" "$BASTION_CONFIG")
         SVC_READY=metadata_proxy_ready
+        SVC_CHECK=bastion_config_check
         SVC_PRESTART=metadata_proxy_prestart
         ;;
     *) die "unknown service '$1' (known: $BASTION_SERVICES)" ;;
     esac
 }
 
+# bastion.toml, as the daemons will read it (they refuse to start otherwise).
+bastion_config_check() {
+    [[ -x "$BASTIONCTL" ]] || {
+        echo "$BASTIONCTL is not installed (run provisioning/install.sh)"
+        return 1
+    }
+    local out
+    out="$("$BASTIONCTL" check --config "$BASTION_CONFIG" 2>&1 >/dev/null)" && return 0
+    out="${out#bastionctl: }"
+    echo "${out//$'\n'/; }"
+    return 1
+}
+
+sshd_config_check() {
+    [[ -f "$BASTION_SSHD_CONFIG" ]] || {
+        echo "$BASTION_SSHD_CONFIG is missing (run provisioning/install.sh)"
+        return 1
+    }
+    # sshd -t needs its privilege separation directory.
+    mkdir -p /run/sshd
+    local out
+    out="$("$SVC_EXE" -t -f "$BASTION_SSHD_CONFIG" 2>&1)" && return 0
+    echo "${out//$'\n'/; }"
+    return 1
+}
+
 metadata_proxy_ready() { curl -fsS -m 1 http://127.0.0.1:8776/healthz >/dev/null 2>&1; }
 metadata_proxy_prestart() {
     [[ -x "$SVC_EXE" ]] || die "$SVC_EXE is not installed: run provisioning/install.sh"
+    local problem
+    problem="$(bastion_config_check)" || die "$BASTION_CONFIG is invalid: $problem"
     # Never serve without the firewall in front (kube2iam #170).
     "$BASTION_PROVISIONING/metadata-proxy-iptables.sh" check >/dev/null ||
         die "the metadata proxy's iptables rules are missing: run provisioning/metadata-proxy-iptables.sh apply"
@@ -235,6 +284,8 @@ bastiond_ready() { unix_listening "$(bastiond_socket)"; }
 bastiond_prestart() {
     [[ -x "$SVC_EXE" ]] || die "$SVC_EXE is not installed: run provisioning/install.sh"
     [[ -f "$BASTION_CONFIG" ]] || die "$BASTION_CONFIG is missing: run provisioning/install.sh"
+    local problem
+    problem="$(bastion_config_check)" || die "$BASTION_CONFIG is invalid: $problem"
     local sock
     sock="$(bastiond_socket)"
     ! unix_listening "$sock" || die "another process already listens on $sock (ss -xlp | grep $sock)"
@@ -244,12 +295,11 @@ sshd_addr() { echo "${BASTION_SSH_ADDR:-$(sshd_config_value ListenAddress 127.0.
 sshd_port() { echo "${BASTION_SSH_PORT:-$(sshd_config_value Port 2222)}"; }
 sshd_ready() { tcp_open "$(sshd_addr)" "$(sshd_port)"; }
 sshd_prestart() {
-    [[ -f "$BASTION_SSHD_CONFIG" ]] || die "$BASTION_SSHD_CONFIG is missing: run provisioning/install.sh"
     # Privilege separation directory; shared with a host sshd, never removed.
     mkdir -p /run/sshd
     chmod 0755 /run/sshd
-    local out
-    out="$("$SVC_EXE" -t -f "$BASTION_SSHD_CONFIG" 2>&1)" || die "$BASTION_SSHD_CONFIG is invalid: $out"
+    local problem
+    problem="$(sshd_config_check)" || die "$BASTION_SSHD_CONFIG is invalid: $problem"
     ! sshd_ready || die "$(sshd_addr):$(sshd_port) is already in use by another process (ss -ltnp | grep :$(sshd_port)); set BASTION_SSH_PORT to use another port"
 }
 
@@ -274,11 +324,24 @@ service_pid() {
     return 1
 }
 
+# The pid of the service's supervisor, if one runs (its pidfile names a
+# live `bastion-service supervise NAME`).
+service_supervisor_pid() {
+    local pid args
+    [[ -r "$SVC_SUPERVISOR_PIDFILE" ]] || return 1
+    pid="$(<"$SVC_SUPERVISOR_PIDFILE")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && proc_alive "$pid" || return 1
+    args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$args" == *"/bastion-service supervise $SVC_NAME " ]] || return 1
+    echo "$pid"
+}
+
+# Running, or about to be again: its supervisor is between two launches.
 service_is_running() {
     if is_systemd; then
         systemctl is-active --quiet "$SVC_UNIT"
     else
-        service_pid >/dev/null
+        service_pid >/dev/null || service_supervisor_pid >/dev/null
     fi
 }
 
@@ -299,21 +362,33 @@ proc_alive() {
     [[ "${stat:0:1}" != Z ]]
 }
 
-# Waits up to SVC_WAIT seconds for SVC_READY; fails early if the process
-# died: the process PID when given (just launched: it may still be exec'ing
-# through setsid/env), else whatever service_is_running finds.
+# Waits up to SVC_WAIT seconds for SVC_READY. Fails early when the service
+# is gone. SUPERVISOR, when given, is the supervisor `service_start` just
+# launched (it may still be exec'ing through setsid/env): starting failed
+# when it exits, or when the first daemon it launched exits before being
+# ready; the supervisor is then stopped (a daemon that cannot start is not
+# restarted in a loop). Otherwise whatever service_is_running finds.
 service_wait_ready() {
-    local pid="${1:-}" deadline=$((SECONDS + SVC_WAIT))
+    local supervisor="${1:-}" deadline=$((SECONDS + SVC_WAIT)) first=""
     while ((SECONDS < deadline)); do
         "$SVC_READY" && return 0
-        if [[ -n "$pid" ]]; then
-            proc_alive "$pid"
-        else
-            service_is_running
-        fi || {
+        if [[ -n "$supervisor" ]]; then
+            [[ -n "$first" ]] || first="$(cat "$SVC_PIDFILE" 2>/dev/null || true)"
+            if ! proc_alive "$supervisor" || { [[ -n "$first" ]] && ! proc_alive "$first"; }; then
+                service_stop_supervisor "$supervisor"
+                # (It may have launched the daemon again meanwhile.)
+                local pid
+                if pid="$(service_pid)"; then
+                    service_kill "$pid"
+                fi
+                rm -f "$SVC_PIDFILE" "$SVC_SUPERVISOR_PIDFILE"
+                service_log_tail
+                die "$SVC_NAME exited while starting (log above)"
+            fi
+        elif ! service_is_running; then
             service_log_tail
             die "$SVC_NAME exited while starting (log above)"
-        }
+        fi
         sleep 0.1
     done
     service_log_tail
@@ -332,7 +407,7 @@ service_start() {
     fi
     "$SVC_PRESTART"
     say "starting $SVC_NAME"
-    local pid=""
+    local supervisor=""
     if is_systemd; then
         systemctl start "$SVC_UNIT" || {
             service_log_tail
@@ -343,16 +418,89 @@ service_start() {
         ensure_dir "$BASTION_LOG_DIR" 0700
         touch "$SVC_LOG"
         chmod 0600 "$SVC_LOG"
-        printf '\n=== %s: %s starting: %s\n' "$(date -u +%FT%TZ)" "$SVC_NAME" "${SVC_CMD[*]}" >>"$SVC_LOG"
-        # A new session, no terminal, a clean environment (RUST_LOG passes).
-        setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            HOME=/root LANG=C.UTF-8 ${RUST_LOG:+"RUST_LOG=$RUST_LOG"} \
-            "${SVC_CMD[@]}" </dev/null >>"$SVC_LOG" 2>&1 &
-        pid=$!
-        echo "$pid" >"$SVC_PIDFILE"
+        rm -f "$SVC_PIDFILE"
+        # The supervisor: a new session, no terminal, a clean environment
+        # (RUST_LOG passes), which its daemon inherits. It writes the
+        # daemon's pidfile.
+        setsid env -i "${SVC_ENV[@]}" ${RUST_LOG:+"RUST_LOG=$RUST_LOG"} "BASTION_CONFIG=$BASTION_CONFIG" \
+            "$BASTION_PROVISIONING/bastion-service" supervise "$SVC_NAME" </dev/null >>"$SVC_LOG" 2>&1 &
+        supervisor=$!
+        echo "$supervisor" >"$SVC_SUPERVISOR_PIDFILE"
     fi
-    service_wait_ready "$pid"
+    service_wait_ready "$supervisor"
     say "$SVC_NAME is running"
+}
+
+# The supervisor's loop (bastion-service supervise NAME; runs in SVC_LOG).
+# SIGTERM/SIGINT/SIGHUP make it exit, leaving the daemon to `service_stop`;
+# the signal may land while it launches the daemon, so the stopper repeats
+# it until the supervisor is gone.
+service_supervise() {
+    service_define "$1"
+    local stopping=false child status how delay now t recent restarts=()
+    trap 'stopping=true' TERM INT HUP
+    # shellcheck disable=SC2064 # this supervisor's own pid, now
+    trap "[[ \"\$(cat '$SVC_SUPERVISOR_PIDFILE' 2>/dev/null)\" != $$ ]] || rm -f '$SVC_SUPERVISOR_PIDFILE'" EXIT
+    supervisor_log() { printf '=== %s: %s\n' "$(date -u +%FT%TZ)" "$*"; }
+    supervisor_log "$SVC_NAME supervisor (pid $$) started: restarts $SVC_NAME when it exits unexpectedly (at most $SVC_MAX_RESTARTS times within ${SVC_RESTART_WINDOW}s)"
+    while true; do
+        supervisor_log "$SVC_NAME starting: ${SVC_CMD[*]}"
+        # bash forks, then execs env, which execs the command: $! is the
+        # daemon's own pid.
+        env -i "${SVC_ENV[@]}" ${RUST_LOG:+"RUST_LOG=$RUST_LOG"} "${SVC_CMD[@]}" </dev/null &
+        child=$!
+        echo "$child" >"$SVC_PIDFILE"
+        status=0
+        [[ "$stopping" == true ]] || wait "$child" 2>/dev/null || status=$?
+        if [[ "$stopping" == true ]]; then
+            supervisor_log "$SVC_NAME supervisor stopping, asked to by bastion-service: $SVC_NAME (pid $child) is not restarted"
+            exit 0
+        fi
+        if ((status > 128)); then
+            how="was killed by signal $(kill -l $((status - 128)) 2>/dev/null || echo $((status - 128)))"
+        else
+            how="exited with status $status"
+        fi
+        now=$EPOCHSECONDS
+        recent=()
+        for t in "${restarts[@]}"; do
+            if ((now - t < SVC_RESTART_WINDOW)); then
+                recent+=("$t")
+            fi
+        done
+        restarts=("${recent[@]}")
+        if ((${#restarts[@]} >= SVC_MAX_RESTARTS)); then
+            supervisor_log "$SVC_NAME (pid $child) $how; it was restarted ${#restarts[@]} times within ${SVC_RESTART_WINDOW}s: giving up. Find the cause above, then run: $BASTION_PROVISIONING/bastion-service start $SVC_NAME"
+            rm -f "$SVC_PIDFILE"
+            exit 1
+        fi
+        delay=$((1 << ${#restarts[@]}))
+        supervisor_log "$SVC_NAME (pid $child) $how; restarting it in ${delay}s (restart $((${#restarts[@]} + 1)) of at most $SVC_MAX_RESTARTS within ${SVC_RESTART_WINDOW}s)"
+        sleep "$delay" &
+        wait $! || true
+        kill $! 2>/dev/null || true
+        if [[ "$stopping" == true ]]; then
+            supervisor_log "$SVC_NAME supervisor stopping, asked to by bastion-service: $SVC_NAME is not restarted"
+            rm -f "$SVC_PIDFILE"
+            exit 0
+        fi
+        restarts+=("$EPOCHSECONDS")
+    done
+}
+
+# Stops supervisor SUP: SIGTERM (repeated: it may be launching the daemon
+# when the first arrives), at most 10 s, then SIGKILL. The daemon is left
+# running, unsupervised.
+service_stop_supervisor() {
+    local sup="$1" deadline=$((SECONDS + 10))
+    while proc_alive "$sup" && ((SECONDS < deadline)); do
+        kill -TERM "$sup" 2>/dev/null || true
+        sleep 0.2
+    done
+    if proc_alive "$sup"; then
+        warn "the supervisor of $SVC_NAME (pid $sup) ignored SIGTERM for 10s; killing it"
+        kill -KILL "$sup" 2>/dev/null || true
+    fi
 }
 
 service_stop() {
@@ -361,22 +509,49 @@ service_stop() {
         systemctl stop ${SVC_SOCKET_UNIT:+"$SVC_SOCKET_UNIT"} "$SVC_UNIT"
         return 0
     fi
-    local pid
+    local pid supervisor=""
+    # First the supervisor, so that nothing restarts the daemon.
+    if supervisor="$(service_supervisor_pid)"; then
+        say "stopping the supervisor of $SVC_NAME (pid $supervisor)"
+        service_stop_supervisor "$supervisor"
+    fi
+    rm -f "$SVC_SUPERVISOR_PIDFILE"
     if ! pid="$(service_pid)"; then
         rm -f "$SVC_PIDFILE"
         return 0
     fi
     say "stopping $SVC_NAME (pid $pid)"
+    service_kill "$pid"
+    rm -f "$SVC_PIDFILE"
+    if [[ -w "$SVC_LOG" ]]; then
+        printf '=== %s: %s (pid %s) stopped by bastion-service stop\n' "$(date -u +%FT%TZ)" "$SVC_NAME" "$pid" >>"$SVC_LOG"
+    fi
+}
+
+# Stops the daemon PID: SIGTERM, then SIGKILL if it is still there after 30 s.
+service_kill() {
+    local pid="$1" deadline=$((SECONDS + 30))
     kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while [[ -d "/proc/$pid" ]] && ((SECONDS < deadline)); do
+    while proc_alive "$pid" && ((SECONDS < deadline)); do
         sleep 0.1
     done
-    if [[ -d "/proc/$pid" ]]; then
+    if proc_alive "$pid"; then
         warn "$SVC_NAME (pid $pid) ignored SIGTERM for 30s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    rm -f "$SVC_PIDFILE"
+}
+
+# `restart` checks the configuration first: a daemon that works is never
+# stopped for one that cannot start.
+service_restart() {
+    service_define "$1"
+    local problem state="it is not running"
+    if ! problem="$("$SVC_CHECK")"; then
+        service_is_running && state="$SVC_NAME keeps running with the configuration it loaded"
+        die "not restarting $SVC_NAME, its configuration is invalid: $problem ($state; fix the file, then run this again)"
+    fi
+    service_stop "$1"
+    service_start "$1"
 }
 
 service_status() {
@@ -385,14 +560,18 @@ service_status() {
         systemctl status --no-pager "$SVC_UNIT"
         return
     fi
-    local pid
+    local pid supervisor supervised=""
+    supervisor="$(service_supervisor_pid)" && supervised=", supervised by pid $supervisor"
     if pid="$(service_pid)"; then
         if "$SVC_READY"; then
-            echo "$SVC_NAME: running (pid $pid), ready"
+            echo "$SVC_NAME: running (pid $pid$supervised), ready"
         else
-            echo "$SVC_NAME: running (pid $pid), not ready"
+            echo "$SVC_NAME: running (pid $pid$supervised), not ready"
             return 1
         fi
+    elif [[ -n "$supervisor" ]]; then
+        echo "$SVC_NAME: down, being restarted by its supervisor (pid $supervisor; log $SVC_LOG)"
+        return 1
     else
         echo "$SVC_NAME: stopped"
         return 3

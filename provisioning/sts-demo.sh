@@ -9,10 +9,12 @@
 #   provisioning/sts-demo.sh ready     wait (15 s at most) until it answers on the gateway too
 #   provisioning/sts-demo.sh run       run it in the foreground (systemd unit)
 #
-# It listens on 127.0.0.1:PORT (the metadata proxy's sts_endpoint) and on
-# GATEWAY:PORT (the users' containers: bastiond sets AWS_ENDPOINT_URL_STS to
-# http://GATEWAY:PORT; the iptables script must then be applied with
-# --allow-tcp PORT). Never on any other address.
+# It listens on 127.0.0.1:PORT (the metadata proxy's sts_endpoint: all of
+# moto, its admin API /moto-api/ included) and on GATEWAY:PORT (the users'
+# containers: bastiond sets AWS_ENDPOINT_URL_STS to http://GATEWAY:PORT; the
+# iptables script must then be applied with --allow-tcp PORT), where it
+# answers sts:GetCallerIdentity only and refuses everything else with a 403
+# (sts-demo-server.py). Never on any other address.
 #
 # Environment: STS_DEMO_PORT (5000), BASTION_GATEWAY (172.30.0.1),
 # STS_DEMO_VENV (/opt/bastion/moto).
@@ -32,7 +34,8 @@ die() {
 }
 
 answers() {
-    # Any HTTP answer from moto on ADDRESS (loopback by default) means it is up.
+    # Any HTTP answer from moto on ADDRESS (loopback by default) means it is
+    # up (the gateway answers this one with its 403).
     local address="${1:-127.0.0.1}"
     (exec 3<>"/dev/tcp/$address/$port" && printf 'GET /moto-api/ HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q HTTP) 2>/dev/null
 }

@@ -4,14 +4,18 @@
 #
 #   provisioning/metadata-proxy-iptables.sh apply|remove|check
 #       [--bridge bastion0] [--gateway 172.30.0.1] [--port 8775]
+#       [--users-bridges bst+] [--users-subnet 172.31.0.0/16]
 #       [--allow-tcp PORT]...
 #
-# apply   From the bridge (containers only; the host's own traffic is never
-#         matched):
+# apply   From the bridges (BRIDGE, the gateway's, and every user's own,
+#         USERS_BRIDGES, an iptables interface pattern; containers only:
+#         the host's own traffic is never matched):
 #         - DNAT 169.254.169.254:80 (IMDS) and 169.254.170.2:80 (container
 #           credentials) to the proxy at GATEWAY:PORT;
 #         - drop every other destination in 169.254.0.0/16 (DOCKER-USER, the
 #           chain Docker evaluates before its own and never flushes);
+#         - drop everything sent to the users' networks (USERS_SUBNET), an
+#           address in use or not alike, so that no user learns of another;
 #         - drop everything the containers send to the host itself (INPUT)
 #           except the proxy port and each --allow-tcp port (the demo's STS
 #           server), plus replies to connections the host opened;
@@ -26,10 +30,10 @@
 # check   Exits 0 when every rule of `apply` (same options) is in place, else
 #         1, naming the first missing rule.
 #
-# Options default to BASTION_BRIDGE, BASTION_GATEWAY, METADATA_PROXY_PORT and
-# BASTION_ALLOW_TCP (space-separated) from the environment, then to the
-# default values of bastion.toml ([bastiond.network],
-# [metadata_proxy].port).
+# Options default to BASTION_BRIDGE, BASTION_GATEWAY, METADATA_PROXY_PORT,
+# BASTION_USERS_BRIDGES, BASTION_USERS_SUBNET and BASTION_ALLOW_TCP
+# (space-separated) from the environment, then to the default values of
+# bastion.toml ([bastiond.network], [metadata_proxy].port).
 #
 # Run it before the proxy and before Docker starts containers (the
 # bastion-iptables.service unit is ordered so), so that no container ever
@@ -47,12 +51,16 @@ shift
 bridge="${BASTION_BRIDGE:-bastion0}"
 gateway="${BASTION_GATEWAY:-172.30.0.1}"
 port="${METADATA_PROXY_PORT:-8775}"
+users_bridges="${BASTION_USERS_BRIDGES:-bst+}"
+users_subnet="${BASTION_USERS_SUBNET:-172.31.0.0/16}"
 read -r -a allow_tcp <<<"${BASTION_ALLOW_TCP:-}"
 while (($#)); do
     case "$1" in
     --bridge) bridge="$2" ;;
     --gateway) gateway="$2" ;;
     --port) port="$2" ;;
+    --users-bridges) users_bridges="$2" ;;
+    --users-subnet) users_subnet="$2" ;;
     --allow-tcp) allow_tcp+=("$2") ;;
     *) usage ;;
     esac
@@ -66,6 +74,8 @@ die() {
 
 [[ "$bridge" =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "--bridge must be a Linux interface name, got '$bridge'"
 [[ "$gateway" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]] || die "--gateway must be an IPv4 address, got '$gateway'"
+[[ "$users_bridges" =~ ^[A-Za-z0-9_.-]{1,14}\+?$ ]] || die "--users-bridges must be an interface name or prefix followed by +, got '$users_bridges'"
+[[ "$users_subnet" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ ]] || die "--users-subnet must be an IPv4 CIDR, got '$users_subnet'"
 for p in "$port" "${allow_tcp[@]}"; do
     if ! [[ "$p" =~ ^[0-9]{1,5}$ ]] || ((p < 1 || p > 65535)); then
         die "ports must be 1-65535, got '$p'"
@@ -87,6 +97,8 @@ rules() {
     echo "4 nat $NAT -d 169.254.170.2/32 -p tcp --dport 80 -j DNAT --to-destination $gateway:$port"
     # Link-local destinations that were not DNATed above.
     echo "4 filter $FWD -d 169.254.0.0/16 -j DROP"
+    # Other users' networks: nothing passes, used address or not.
+    echo "4 filter $FWD -d $users_subnet -j DROP"
     echo "4 filter $INPUT_CHAIN -d 169.254.0.0/16 -j DROP"
     echo "4 filter $INPUT_CHAIN -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
     echo "4 filter $INPUT_CHAIN -d $gateway/32 -p tcp --dport $port -j ACCEPT"
@@ -98,13 +110,16 @@ rules() {
     echo "6 filter $INPUT_CHAIN -j DROP"
 }
 
-# Jumps from the built-in chains: "TOOL TABLE CHAIN RULE...".
+# Jumps from the built-in chains, for each bridge: "TOOL TABLE CHAIN RULE...".
 jumps() {
-    echo "4 nat PREROUTING -i $bridge -m comment --comment $COMMENT -j $NAT"
-    echo "4 filter INPUT -i $bridge -m comment --comment $COMMENT -j $INPUT_CHAIN"
-    echo "4 filter DOCKER-USER -i $bridge -m comment --comment $COMMENT -j $FWD"
-    echo "6 filter INPUT -i $bridge -m comment --comment $COMMENT -j $INPUT_CHAIN"
-    echo "6 filter FORWARD -i $bridge -m comment --comment $COMMENT -j $FWD"
+    local i
+    for i in "$bridge" "$users_bridges"; do
+        echo "4 nat PREROUTING -i $i -m comment --comment $COMMENT -j $NAT"
+        echo "4 filter INPUT -i $i -m comment --comment $COMMENT -j $INPUT_CHAIN"
+        echo "4 filter DOCKER-USER -i $i -m comment --comment $COMMENT -j $FWD"
+        echo "6 filter INPUT -i $i -m comment --comment $COMMENT -j $INPUT_CHAIN"
+        echo "6 filter FORWARD -i $i -m comment --comment $COMMENT -j $FWD"
+    done
 }
 
 tool() { if [[ "$1" == 4 ]]; then echo iptables; else echo ip6tables; fi; }
@@ -152,7 +167,7 @@ apply() {
         "$(tool "$v")" -w -t "$table" -C "$chain" $rest 2>/dev/null ||
             "$(tool "$v")" -w -t "$table" -I "$chain" 1 $rest
     done < <(jumps)
-    echo "metadata-proxy-iptables: applied on $bridge (proxy $gateway:$port${allow_tcp[*]:+, also tcp ${allow_tcp[*]}})"
+    echo "metadata-proxy-iptables: applied on $bridge and $users_bridges (proxy $gateway:$port${allow_tcp[*]:+, also tcp ${allow_tcp[*]}}; users' networks $users_subnet closed)"
 }
 
 remove() {
@@ -170,7 +185,7 @@ remove() {
             "$(tool "$v")" -w -t "$table" -X "$chain"
         fi
     done
-    echo "metadata-proxy-iptables: removed from $bridge"
+    echo "metadata-proxy-iptables: removed from $bridge and $users_bridges"
 }
 
 check() {
@@ -186,7 +201,7 @@ check() {
         jumps
         rules
     )
-    echo "metadata-proxy-iptables: all rules in place on $bridge"
+    echo "metadata-proxy-iptables: all rules in place on $bridge and $users_bridges"
 }
 
 case "$action" in

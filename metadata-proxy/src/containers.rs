@@ -8,9 +8,12 @@
 //! resyncs after every reconnect and every minute, and looks an unknown IP
 //! up directly, so a container that just started is never refused.
 //!
-//! Only running containers labelled `bastion.user` with an address on the
-//! bastion network count. Anything else (the host, host-network containers,
-//! other networks, unlabelled containers) is unknown: 404, no credentials.
+//! Only running containers labelled `bastion.user` with an address on
+//! their own bastion network count: the one their `bastion.network` label
+//! names (each user's container is alone on a network of its own), or the
+//! configured network for containers without that label. Anything else
+//! (the host, host-network containers, other networks, unlabelled
+//! containers) is unknown: 404, no credentials.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -35,6 +38,8 @@ pub const LABEL_USER: &str = "bastion.user";
 pub const LABEL_UID: &str = "bastion.uid";
 pub const LABEL_ROLE: &str = "bastion.role";
 pub const LABEL_TOKEN_SHA256: &str = "bastion.credentials-token-sha256";
+/// The network the container's address is on (set by bastiond).
+pub const LABEL_NETWORK: &str = bastion::broker::container::labels::NETWORK;
 
 /// A user container as the proxy sees it.
 #[derive(Debug)]
@@ -96,10 +101,14 @@ impl ContainerIdentity {
     }
 
     /// Reads a container from the Engine's listing; `None` unless it is a
-    /// labelled user container with an IPv4 address on `network`.
-    pub fn from_summary(summary: &ContainerSummary, network: &str) -> Option<Self> {
+    /// labelled user container with an IPv4 address on the network its
+    /// `bastion.network` label names (`default_network` without one).
+    pub fn from_summary(summary: &ContainerSummary, default_network: &str) -> Option<Self> {
         let labels = summary.labels.as_ref()?;
         let user = labels.get(LABEL_USER).filter(|u| !u.is_empty())?.clone();
+        let network = labels
+            .get(LABEL_NETWORK)
+            .map_or(default_network, String::as_str);
         let id = summary.id.clone()?;
         let ip = summary
             .network_settings
@@ -344,7 +353,6 @@ impl DockerWatcher {
     async fn list(&self, id: Option<&str>) -> Result<Vec<ContainerIdentity>, DockerError> {
         let mut filters = HashMap::from([
             ("label".to_owned(), vec![LABEL_USER.to_owned()]),
-            ("network".to_owned(), vec![self.network.clone()]),
             ("status".to_owned(), vec!["running".to_owned()]),
         ]);
         if let Some(id) = id {
@@ -574,14 +582,10 @@ impl DockerWatcher {
                     self.refresh_container(id).await;
                 }
             }
+            // Any network: each user's container has a network of its own.
             Some(EventMessageTypeEnum::NETWORK) => {
                 let attributes = actor.attributes.as_ref();
-                let on_our_network = attributes
-                    .and_then(|a| a.get("name"))
-                    .is_some_and(|n| *n == self.network)
-                    || actor.id.as_deref().is_some_and(|id| id == self.network);
-                if on_our_network
-                    && matches!(action, "connect" | "disconnect")
+                if matches!(action, "connect" | "disconnect")
                     && let Some(container) = attributes.and_then(|a| a.get("container"))
                 {
                     self.refresh_container(container).await;
@@ -626,6 +630,20 @@ mod tests {
             "bastion0",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_address_is_taken_on_the_network_the_label_names() {
+        let labels = [(LABEL_USER, "alice"), (LABEL_NETWORK, "bastion-net-alice")];
+        let own = summary("a", "172.31.0.2", &labels, "bastion-net-alice");
+        let c = ContainerIdentity::from_summary(&own, "bastion0").unwrap();
+        assert_eq!(c.ip, "172.31.0.2".parse::<Ipv4Addr>().unwrap());
+        // An address on any other network (the default one included) is
+        // not the container's bastion address.
+        let elsewhere = summary("a", "172.30.0.9", &labels, "bastion0");
+        assert!(ContainerIdentity::from_summary(&elsewhere, "bastion0").is_none());
+        let host = summary("a", "", &labels, "host");
+        assert!(ContainerIdentity::from_summary(&host, "bastion0").is_none());
     }
 
     #[test]

@@ -233,6 +233,8 @@ async fn other_roles_foreign_containers_and_stolen_tokens_get_nothing() {
         let r = from_container(&alice, imds_addr(), "GET", IMDS, path, &[]);
         let expected = if path == "/latest/meta-data/iam/" {
             200
+        } else if path.contains('%') {
+            400 // no IMDS path is percent-encoded: refused as malformed
         } else {
             404
         };
@@ -489,7 +491,11 @@ async fn a_thousand_concurrent_requests_of_a_new_container_make_one_assume_role(
     let moto = Moto::start();
     let audit = tempfile::tempdir().unwrap();
     let audit_log = audit.path().join("audit.jsonl");
-    let proxy = start_proxy(options(&moto, Some(&audit_log))).await;
+    let mut opts = options(&moto, Some(&audit_log));
+    // A thousand connections at once from one container: above the
+    // per-source cap that protects the proxy in production.
+    opts.proxy.max_connections_per_source = 2000;
+    let proxy = start_proxy(opts).await;
     let user = unique("dave");
     let dave = TestContainer::start(&user, Some("dev"), None);
     // Right after start: the proxy may not have seen the start event yet.

@@ -152,24 +152,25 @@ fn limits_from_the_config_are_in_force() {
 }
 
 #[test]
-fn the_network_is_the_bastion_bridge_without_ipv6() {
+fn the_network_is_the_users_own_bridge_without_ipv6() {
     let u = e2e_user("bt-harden");
     inside(&u, "true");
+    let own = format!("bastion-net-{}", u.name);
     let nets = docker(&[
         "inspect",
         "-f",
         "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
         &container_of(&u),
     ]);
-    assert_eq!(nets.trim(), "bastion0");
+    assert_eq!(nets.trim(), own);
     let icc = docker(&[
         "network",
         "inspect",
         "-f",
-        "{{index .Options \"com.docker.network.bridge.enable_icc\"}} {{.EnableIPv6}}",
-        "bastion0",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}} {{.EnableIPv6}} {{len .Containers}}",
+        &own,
     ]);
-    assert_eq!(icc, "false false");
+    assert_eq!(icc, "false false 1", "alone on its own network");
     let v6 = inside(
         &u,
         "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; cat /proc/net/if_inet6 2>/dev/null | wc -l",
@@ -178,6 +179,97 @@ fn the_network_is_the_bastion_bridge_without_ipv6() {
         v6.split_whitespace().collect::<Vec<_>>(),
         ["1", "0"],
         "{v6}"
+    );
+}
+
+/// issue 9, class 7: nothing inside a container reveals another user's
+/// name, address or existence: not the Engine's DNS (names, hostnames,
+/// aliases, reverse lookups), not the network (neighbours, or which
+/// addresses answer how), not the proxy.
+#[test]
+fn users_cannot_enumerate_each_other() {
+    let a = e2e_user("bt-enum-a");
+    let b = e2e_user("bt-enum-b");
+    inside(&a, "true");
+    inside(&b, "true");
+    let b_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &container_of(&b),
+    ]);
+    let b_id = docker(&["inspect", "-f", "{{.Id}}", &container_of(&b)]);
+    let short = &b_id[..12];
+    let script = format!(
+        r#"
+for n in bastion-{b} {b} {short} bastion-{b}.bastion-net-{b} {b}.bastion0 bastion-{b}.bastion0; do
+  getent hosts "$n" && echo "FOUND name $n"
+done
+getent hosts {b_ip} && echo "FOUND reverse {b_ip}"
+python3 - <<'PY'
+import socket, struct, random
+# Ask the Engine's DNS directly, forward and reverse.
+def query(name, qtype):
+    q = struct.pack(">HHHHHH", random.randint(0, 65535), 0x0100, 1, 0, 0, 0)
+    for part in name.split("."):
+        q += bytes([len(part)]) + part.encode()
+    q += b"\x00" + struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.sendto(q, ("127.0.0.11", 53))
+        r = s.recv(4096)
+        return struct.unpack(">H", r[6:8])[0]
+    except OSError:
+        return 0
+    finally:
+        s.close()
+# The probe works: the container's own name is answered.
+if not query("bastion-{a}", 1):
+    print("PROBE BROKEN")
+for name in ["bastion-{b}", "{b}", "{short}"]:
+    if query(name, 1):
+        print("FOUND dns", name)
+rev = ".".join(reversed("{b_ip}".split("."))) + ".in-addr.arpa"
+if query(rev, 12):
+    print("FOUND ptr", rev)
+PY
+ip neigh 2>/dev/null | grep -v FAILED | grep -q . && ip neigh | sed 's/^/neighbour /'
+echo done
+"#,
+        a = a.name,
+        b = b.name,
+    );
+    let out = inside(&a, &script);
+    assert!(
+        out.contains("done") && !out.contains("PROBE BROKEN"),
+        "{out}"
+    );
+    assert!(!out.contains("FOUND"), "{out}");
+    // Another user's address, a free address next to it and a made-up one
+    // in the users' networks: all look the same (dropped alike).
+    let probe = |ip: &str| {
+        inside(
+            &a,
+            &format!("timeout 3 bash -c 'echo > /dev/tcp/{ip}/22' 2>&1; echo rc=$?"),
+        )
+    };
+    let free = {
+        let mut octets: Vec<u8> = b_ip.split('.').map(|o| o.parse().unwrap()).collect();
+        octets[3] += 3;
+        octets
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let results: Vec<String> = [b_ip.as_str(), free.as_str(), "172.31.250.2"]
+        .iter()
+        .map(|ip| probe(ip).replace(ip, "IP"))
+        .collect();
+    assert!(
+        results.iter().all(|r| r == &results[0]) && results[0].contains("rc=124"),
+        "addresses answer differently: {results:?}"
     );
 }
 

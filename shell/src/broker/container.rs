@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use super::cgroup::CgroupFiles;
 use super::container_state::{ContainerState, KnownContainer, Ticket};
 use super::identity::Identity;
+use super::user_network::{self, UserNetworkError};
 use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
 use crate::config::{BastiondConfig, UserSettings};
 
@@ -36,6 +37,9 @@ pub mod labels {
     pub const CREDENTIALS_TOKEN_SHA256: &str = "bastion.credentials-token-sha256";
     /// Hash of everything the container was created from.
     pub const SPEC: &str = "bastion.spec";
+    /// The network the container is on (its own: user_network.rs); the
+    /// proxy takes the container's address there.
+    pub const NETWORK: &str = "bastion.network";
 }
 
 /// Where the container-credentials token file lives inside the container.
@@ -95,13 +99,17 @@ pub enum ContainerError {
         #[source]
         source: DockerError,
     },
+    #[error(transparent)]
+    UserNetwork(#[from] UserNetworkError),
 }
 
 impl ContainerError {
     /// The one line a user sees.
     pub fn user_message(&self) -> String {
         match self {
-            Self::DockerUnavailable(_) => ENGINE_DOWN.into(),
+            Self::DockerUnavailable(_) | Self::UserNetwork(UserNetworkError::Unreachable(_)) => {
+                ENGINE_DOWN.into()
+            }
             Self::ImageMissing { image } => format!(
                 "your container image {image} is not available on this bastion; please tell the bastion admins"
             ),
@@ -147,6 +155,8 @@ pub struct ContainerManager {
     /// Running containers and image references as last inspected, kept by
     /// the events stream ([`super::container_state::watch`]).
     state: Arc<ContainerState>,
+    /// Serialises the choice of users' network subnets.
+    network_alloc: tokio::sync::Mutex<()>,
 }
 
 /// An image's own `/etc/passwd` and `/etc/group`.
@@ -179,6 +189,7 @@ impl ContainerManager {
             placements: Mutex::new(HashMap::new()),
             image_accounts: Mutex::new(HashMap::new()),
             state: Arc::default(),
+            network_alloc: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -461,19 +472,13 @@ impl ContainerManager {
             "AWS_CONTAINER_AUTHORIZATION_TOKEN={}",
             String::from_utf8_lossy(&token)
         ));
+        user_network::ensure(&self.docker, &self.network_alloc, &config.network, who).await?;
         let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let created = match self
+        let created = self
             .docker
-            .create_container(Some(options.clone()), body.clone())
+            .create_container(Some(options), body)
             .await
-        {
-            Err(e) if status_of(&e) == Some(404) && is_network_missing(&e) => {
-                self.ensure_network(config).await?;
-                self.docker.create_container(Some(options), body).await
-            }
-            other => other,
-        }
-        .map_err(|e| docker_err("create", e))?;
+            .map_err(|e| docker_err("create", e))?;
         tracing::info!(user = %who.name, container = %name, id = %created.id, "created container");
 
         let accounts = self.account_files(&created.id, image_id, who).await?;
@@ -574,8 +579,9 @@ impl ContainerManager {
         Ok(found)
     }
 
-    /// Creates the bastion network when missing: a bridge named after it,
-    /// no traffic between containers, no IPv6.
+    /// Creates the gateway network when missing: a bridge named after it,
+    /// with no container, whose gateway address is where the metadata
+    /// proxy listens for every user's network.
     pub async fn ensure_network(&self, config: &BastiondConfig) -> Result<(), ContainerError> {
         let net = &config.network;
         match self.docker.inspect_network(&net.name, None).await {
@@ -613,7 +619,10 @@ impl ContainerManager {
                     "true".into(),
                 ),
             ])),
-            labels: Some(HashMap::from([("bastion.network".into(), "true".into())])),
+            labels: Some(HashMap::from([(
+                user_network::NETWORK_LABEL.into(),
+                "gateway".into(),
+            )])),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
@@ -653,10 +662,6 @@ pub fn event(
     }
 }
 
-fn is_network_missing(e: &DockerError) -> bool {
-    matches!(e, DockerError::DockerResponseServerError { message, .. } if message.contains("network"))
-}
-
 /// The container's create body and a hash of it (which decides recreation).
 fn build_spec(
     config: &BastiondConfig,
@@ -673,9 +678,11 @@ fn build_spec(
         format!("AWS_CONTAINER_CREDENTIALS_FULL_URI={CREDENTIALS_FULL_URI}"),
         format!("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={TOKEN_PATH_IN_CONTAINER}"),
     ];
+    let network = user_network::name_of(&who.name);
     let mut labels = HashMap::from([
         (labels::USER.to_owned(), who.name.clone()),
         (labels::UID.to_owned(), who.uid.to_string()),
+        (labels::NETWORK.to_owned(), network.clone()),
     ]);
     if let Some(role) = &settings.role {
         env.push(format!("IAM_ROLE={role}"));
@@ -718,7 +725,7 @@ fn build_spec(
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some((limits.cpus * 1e9) as i64),
-            network_mode: Some(config.network.name.clone()),
+            network_mode: Some(network),
             binds: Some(binds),
             ipc_mode: Some("private".into()),
             sysctls: Some(HashMap::from([(
@@ -896,7 +903,8 @@ mod tests {
             host.security_opt.as_deref(),
             Some(&["no-new-privileges".to_owned()][..])
         );
-        assert_eq!(host.network_mode.as_deref(), Some("bastion0"));
+        assert_eq!(host.network_mode.as_deref(), Some("bastion-net-alice"));
+        assert_eq!(labels[labels::NETWORK], "bastion-net-alice");
         assert_eq!(host.privileged, None);
         assert!(host.binds.as_ref().unwrap()[0].ends_with(":/home/alice:rw"));
     }

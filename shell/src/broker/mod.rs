@@ -20,6 +20,7 @@ pub mod session;
 pub mod session_cgroup;
 pub mod terminal;
 pub mod transfer;
+pub mod user_network;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};

@@ -17,6 +17,7 @@ use super::Broker;
 use super::cgroup::CgroupFiles;
 use super::container::{Lifecycle, event, labels};
 use super::session_cgroup;
+use super::user_network;
 
 /// A bastion container as listed by Docker.
 struct Listed {
@@ -170,6 +171,7 @@ async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
                 )
                 .await?;
             tracing::info!(container = %c.name, user = %c.user, "removed long-stopped container");
+            user_network::remove(docker, &c.user).await;
             let ev = event(
                 &c.user,
                 &c.name,

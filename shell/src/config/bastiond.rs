@@ -85,14 +85,21 @@ impl Default for BastiondConfig {
     }
 }
 
-/// `[bastiond.network]`: the dedicated bridge of the users' containers.
+/// `[bastiond.network]`: the bastion's networks. Each user's container is
+/// alone on a bridge network of its own (`bastion-net-<user>`, a /29 of
+/// `users_subnet`), so nothing on the network (names, addresses, the
+/// Engine's DNS, ARP) reveals another user. The `name` network holds no
+/// container: its gateway is the host address where the metadata proxy
+/// (and the demo's STS server) listen for every user network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
-    /// Docker network name, also the Linux bridge name.
+    /// Docker network name, also the Linux bridge name, of the gateway.
     pub name: String,
-    /// IPv4 subnet of the bridge; the gateway is its first address.
+    /// IPv4 subnet of that bridge; the gateway is its first address.
     pub subnet: Ipv4Net,
+    /// Where the users' own networks are carved from, a /29 each.
+    pub users_subnet: Ipv4Net,
 }
 
 impl Default for NetworkConfig {
@@ -100,9 +107,18 @@ impl Default for NetworkConfig {
         Self {
             name: "bastion0".to_owned(),
             subnet: "172.30.0.0/24".parse().expect("valid default subnet"),
+            users_subnet: "172.31.0.0/16".parse().expect("valid default subnet"),
         }
     }
 }
+
+/// Prefix length of each user's own network: a gateway, the container and
+/// room to spare.
+pub const USER_NETWORK_PREFIX: u8 = 29;
+
+/// Linux bridge names of users' networks start with this (then the uid),
+/// so a firewall rule can name them all (`bst+`).
+pub const USER_BRIDGE_PREFIX: &str = "bst";
 
 impl NetworkConfig {
     /// The bridge's own address: where host services for containers listen.
@@ -244,6 +260,26 @@ impl BastiondConfig {
         }
         if self.network.subnet.prefix_len() > 29 {
             return bad("network.subnet", "must be a /29 or larger".into());
+        }
+        if self.network.users_subnet.prefix_len() > USER_NETWORK_PREFIX - 1 {
+            return bad(
+                "network.users_subnet",
+                format!("must hold at least two /{USER_NETWORK_PREFIX} networks (a /28 or larger)"),
+            );
+        }
+        if self
+            .network
+            .users_subnet
+            .contains(&self.network.subnet.network())
+            || self
+                .network
+                .subnet
+                .contains(&self.network.users_subnet.network())
+        {
+            return bad(
+                "network.users_subnet",
+                "must not overlap network.subnet".into(),
+            );
         }
         for name in self.env.keys() {
             if name.is_empty() || name.contains('=') {

@@ -8,7 +8,10 @@ mod bastiond;
 mod metadata_proxy;
 mod recording;
 
-pub use bastiond::{BastiondConfig, Limits, NetworkConfig, Overrides, ResolveError, UserSettings};
+pub use bastiond::{
+    BastiondConfig, Limits, NetworkConfig, Overrides, ResolveError, USER_BRIDGE_PREFIX,
+    USER_NETWORK_PREFIX, UserSettings,
+};
 pub use metadata_proxy::MetadataProxyConfig;
 pub use recording::RecordingConfig;
 

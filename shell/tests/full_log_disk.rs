@@ -13,6 +13,7 @@ use std::process::Command;
 use bastion::audit::{AuditLog, EndedBy, SessionKind, SessionStart};
 use bastion::config::RecordingConfig;
 use bastion::recording::{OnLogFailure, SessionOutcome, SessionRecording};
+use bytesize::ByteSize;
 
 struct Mounted(PathBuf);
 
@@ -81,6 +82,8 @@ fn a_full_log_disk_refuses_the_session_with_a_clear_error() {
         log_dir: log_dir.clone(),
         audit_log: log_dir.join("audit.jsonl"),
         syslog: false,
+        // This test fills the disk to the last byte.
+        reserve: ByteSize::b(0),
         ..RecordingConfig::default()
     };
     let audit = AuditLog::open(&config.audit_log).unwrap();
@@ -127,4 +130,119 @@ fn a_full_log_disk_refuses_the_session_with_a_clear_error() {
     fs::remove_file(log_dir.join("filler")).unwrap();
     let report = bastion::audit::verify(&config.audit_log).unwrap();
     assert!(report.is_ok(), "{report}");
+}
+
+fn exit0() -> SessionOutcome {
+    SessionOutcome {
+        ended_by: EndedBy::Exit,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+    }
+}
+
+/// issue 9, class 4: recordings stop at the reserve kept for the audit
+/// trail, which then still has room for every session's end.
+#[test]
+fn recordings_stop_at_the_reserve_and_the_audit_trail_keeps_its_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let _mount = Mounted::tmpfs(&log_dir, "8m");
+    let config = RecordingConfig {
+        log_dir: log_dir.clone(),
+        audit_log: log_dir.join("audit.jsonl"),
+        syslog: false,
+        reserve: ByteSize::mib(4),
+        user_budget: ByteSize::b(0),
+        ..RecordingConfig::default()
+    };
+    let audit = AuditLog::open(&config.audit_log).unwrap();
+    let mut s = SessionRecording::begin(&config, &audit, start("big-1"), true).unwrap();
+    // 6 MiB of output, more than is free above the reserve.
+    let chunk = vec![b'y'; 64 * 1024];
+    for _ in 0..96 {
+        s.output(&chunk);
+    }
+    let end = s.end(&audit, exit0()).unwrap();
+    let recording = end.recording.expect("recorded until the reserve");
+    assert!(
+        recording
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("kept free for the audit trail")),
+        "{recording:?}"
+    );
+    assert_eq!(end.bytes_out, 96 * 64 * 1024, "every byte is still counted");
+    let free = bastion::recording::free_space(&log_dir).unwrap();
+    assert!(free >= 4 << 20, "the reserve is left: {free} free");
+    // Below the reserve now? Then no new recording; the refusal is clear.
+    std::fs::write(
+        log_dir.join("filler"),
+        vec![0u8; (free - (3 << 20)) as usize],
+    )
+    .unwrap();
+    let err = SessionRecording::begin(&config, &audit, start("big-2"), true).unwrap_err();
+    assert!(
+        err.to_string().contains("kept for the audit trail"),
+        "{err}"
+    );
+    // The audit trail still takes events: the chain verifies.
+    let report = bastion::audit::verify(&config.audit_log).unwrap();
+    assert!(report.is_ok(), "{report}");
+}
+
+/// issue 9, class 4: one user's recordings take at most their budget;
+/// then that user's recorded sessions are refused, nobody else's.
+#[test]
+fn a_users_recordings_stop_at_their_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let _mount = Mounted::tmpfs(&log_dir, "16m");
+    let config = RecordingConfig {
+        log_dir: log_dir.clone(),
+        audit_log: log_dir.join("audit.jsonl"),
+        syslog: false,
+        reserve: ByteSize::b(0),
+        max_recording_bytes: ByteSize::mib(1),
+        user_budget: ByteSize::kib(1536),
+        ..RecordingConfig::default()
+    };
+    let audit = AuditLog::open(&config.audit_log).unwrap();
+    let chunk = vec![b'z'; 64 * 1024];
+    let mut refused = None;
+    for n in 0..5 {
+        match SessionRecording::begin(&config, &audit, start(&format!("b-{n}")), true) {
+            Ok(mut s) => {
+                for _ in 0..32 {
+                    s.output(&chunk);
+                }
+                s.end(&audit, exit0()).unwrap();
+            }
+            Err(e) => {
+                refused = Some((n, e));
+                break;
+            }
+        }
+    }
+    let (n, err) = refused.expect("the budget ends the recordings");
+    assert!(n >= 1, "at least one session fit");
+    assert!(err.to_string().contains("budget"), "{err}");
+    let used = bastion::recording::user_usage(&log_dir, "alice");
+    assert!(
+        used <= (1536 + 64) * 1024,
+        "{used} bytes used for a 1.5 MiB budget"
+    );
+    // Another user is not affected.
+    let mut bob = start("bob-1");
+    bob.user = "bob".into();
+    SessionRecording::begin(&config, &audit, bob, true)
+        .unwrap()
+        .end(&audit, exit0())
+        .unwrap();
+    let starts = std::fs::read_to_string(&config.audit_log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("session.start"))
+        .count();
+    assert_eq!(starts, n + 1);
 }

@@ -71,6 +71,7 @@ fn record(dir: &Path, chunks: &[&[u8]]) -> std::path::PathBuf {
         RecorderOptions {
             record_input: true,
             max_bytes: 1 << 20,
+            reserve: 0,
         },
     )
     .unwrap();

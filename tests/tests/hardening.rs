@@ -106,9 +106,18 @@ fn no_docker_socket_and_no_host_paths_but_home_and_kubeconfigs() {
     lines.sort();
     let home = format!("/var/lib/bastion/homes/{0}|/home/{0}|true", u.name);
     assert!(lines.contains(&home.as_str()), "{mounts}");
+    // Besides the home: the kubeconfigs and the user's own account files,
+    // all read-only.
+    let accounts = format!("/var/lib/bastion/accounts/{}", u.name);
+    let read_only = [
+        "/etc/bastion/kubeconfigs|/etc/bastion/kubeconfigs|false".to_owned(),
+        format!("{accounts}/passwd|/etc/passwd|false"),
+        format!("{accounts}/group|/etc/group|false"),
+        format!("{accounts}/aws-container-token|/etc/bastion/aws-container-token|false"),
+    ];
     for line in &lines {
         assert!(
-            *line == home || *line == "/etc/bastion/kubeconfigs|/etc/bastion/kubeconfigs|false",
+            *line == home || read_only.iter().any(|r| r == line),
             "unexpected host mount: {line}"
         );
     }
@@ -271,6 +280,85 @@ echo done
         results.iter().all(|r| r == &results[0]) && results[0].contains("rc=124"),
         "addresses answer differently: {results:?}"
     );
+}
+
+/// issue 9, class 4: one user cannot fill the disk that holds everyone's
+/// audit trail: their home is a file system of its own, /tmp and /var/tmp
+/// are sized in memory, the rest of the container is read-only, and their
+/// recordings stop at their budget (then their logins are refused, nobody
+/// else's, until old recordings are pruned).
+#[test]
+fn one_user_cannot_fill_the_disk() {
+    let u = e2e_user("bt-disk");
+    let other = e2e_user("bt-disk-other");
+    let host_free = || {
+        let out = run_ok(std::process::Command::new("df").args([
+            "-B1",
+            "--output=avail",
+            "/var/lib/bastion",
+        ]));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = host_free();
+    let fill = |path: &str| {
+        format!(
+            "dd if=/dev/zero of={path} bs=1M count=200 2>&1 | grep -q 'No space left on device' && echo FULL; ls -s --block-size=1M {path} | cut -d' ' -f1; rm -f {path}"
+        )
+    };
+    for (path, limit_mib) in [("~/fill", 64), ("/tmp/fill", 32), ("/var/tmp/fill", 32)] {
+        let out = ssh_text(&u, &fill(path));
+        assert!(out.starts_with("FULL"), "{path}: {out}");
+        let written: u64 = out.lines().last().unwrap().trim().parse().unwrap();
+        assert!(
+            written <= limit_mib,
+            "{path}: {written} MiB written past {limit_mib} MiB"
+        );
+    }
+    // Nowhere else: the container's own file system is read-only.
+    let out = ssh_text(
+        &u,
+        "for d in / /etc /usr /var /var/lib /opt /srv /root /home /run /var/log; do \
+           touch $d/.bastion-fill 2>/dev/null && echo WROTE $d; done; echo done",
+    );
+    assert_eq!(out.trim(), "done", "{out}");
+    let after = host_free();
+    assert!(
+        before.saturating_sub(after) < 32 << 20,
+        "the host lost {} bytes",
+        before.saturating_sub(after)
+    );
+    // Their recordings stop at their budget (2 MiB here): the session
+    // that crosses it is capped, the next one refused with a clear line.
+    let _ = bastionctl_prune(&u.name);
+    let out = ssh_run(&u, "head -c 3000000 /dev/zero | base64 -w 100; echo done");
+    assert!(out.status.success());
+    let refused = ssh_run(&u, "echo should-not-run");
+    assert_eq!(refused.status.code(), Some(125), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("used up their space"), "{stderr}");
+    assert!(String::from_utf8_lossy(&refused.stdout).is_empty());
+    // Nobody else is affected.
+    assert_eq!(ssh_text(&other, "echo fine").trim(), "fine");
+    // Pruning frees the budget.
+    bastionctl_prune(&u.name);
+    assert_eq!(ssh_text(&u, "echo back").trim(), "back");
+}
+
+fn bastionctl_prune(user: &str) -> std::process::Output {
+    run_ok(
+        std::process::Command::new("/usr/local/bin/bastionctl").args([
+            "sessions",
+            "prune",
+            "--older-than",
+            "0s",
+            "--user",
+            user,
+        ]),
+    )
 }
 
 #[test]

@@ -4,9 +4,6 @@
 //! makes concurrent first logins end in one container.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
@@ -14,15 +11,13 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, NetworkCreateRequest,
 };
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-};
-use futures_util::TryStreamExt;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use sha2::{Digest, Sha256};
 
+use super::accounts::{AccountFiles, AccountsError, ImageAccountsCache};
 use super::cgroup::CgroupFiles;
 use super::container_state::{ContainerState, KnownContainer, Ticket};
+use super::home::{self, HomeError};
 use super::identity::Identity;
 use super::user_network::{self, UserNetworkError};
 use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
@@ -40,10 +35,12 @@ pub mod labels {
     /// The network the container is on (its own: user_network.rs); the
     /// proxy takes the container's address there.
     pub const NETWORK: &str = "bastion.network";
+    /// The size limit of the user's home (bytes; 0: none), so a change
+    /// recreates the container (and grows the home while it is down).
+    pub const HOME_SIZE: &str = "bastion.home-size";
 }
 
-/// Where the container-credentials token file lives inside the container.
-pub const TOKEN_PATH_IN_CONTAINER: &str = "/etc/bastion/aws-container-token";
+pub use super::accounts::TOKEN_PATH_IN_CONTAINER;
 /// The container-credentials endpoint SDKs are pointed at.
 pub const CREDENTIALS_FULL_URI: &str = "http://169.254.170.2/v1/credentials";
 /// Where the kubeconfig directory is mounted (read-only) inside.
@@ -78,14 +75,10 @@ pub enum ContainerError {
     ImageMissing { image: String },
     #[error("a container named {name} exists but does not belong to bastion user {user}")]
     NotOurs { name: String, user: String },
-    #[error("cannot prepare home directory {path}: {source}")]
-    Home {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("home directory {path} is not a plain directory (symlink or file); refusing to use it")]
-    HomeNotADirectory { path: PathBuf },
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
     #[error("Docker Engine failed to {action} container {name}: {source}")]
     Docker {
         action: &'static str,
@@ -149,20 +142,13 @@ pub struct ContainerManager {
     /// until it is in its own cgroup, and exclusively by whoever kills the
     /// user's processes outside every session (then none is in flight).
     placements: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
-    /// Each image's own `/etc/passwd` and `/etc/group`, by image id (an id
-    /// names immutable content, so an entry never goes stale).
-    image_accounts: Mutex<HashMap<String, Arc<ImageAccounts>>>,
+    /// Each image's own `/etc/passwd` and `/etc/group`, by image id.
+    image_accounts: ImageAccountsCache,
     /// Running containers and image references as last inspected, kept by
     /// the events stream ([`super::container_state::watch`]).
     state: Arc<ContainerState>,
     /// Serialises the choice of users' network subnets.
     network_alloc: tokio::sync::Mutex<()>,
-}
-
-/// An image's own `/etc/passwd` and `/etc/group`.
-struct ImageAccounts {
-    passwd: String,
-    group: String,
 }
 
 /// Which container lifecycle event to audit.
@@ -187,7 +173,7 @@ impl ContainerManager {
             audit,
             locks: Mutex::new(HashMap::new()),
             placements: Mutex::new(HashMap::new()),
-            image_accounts: Mutex::new(HashMap::new()),
+            image_accounts: ImageAccountsCache::default(),
             state: Arc::default(),
             network_alloc: tokio::sync::Mutex::new(()),
         }
@@ -383,13 +369,17 @@ impl ContainerManager {
         let (id, running, image_id, role) = match reuse {
             Some(found) => found,
             None => {
-                let id = self.create(config, who, spec, &name, &image_id).await?;
+                let id = self
+                    .create(config, who, settings, spec, &name, &image_id)
+                    .await?;
                 let ev = event(&who.name, &name, &id, Some(&image_id), "login");
                 self.audit(Lifecycle::Create, ev).await;
                 (id, false, image_id, settings.role.clone())
             }
         };
         if !running {
+            // After a reboot the home's file system is not mounted yet.
+            self.prepare_home(config, who, settings).await?;
             match self.docker.start_container(&id, None).await {
                 Ok(()) => {
                     tracing::info!(user = %who.name, container = %name, "started container");
@@ -448,11 +438,12 @@ impl ContainerManager {
         &self,
         config: &BastiondConfig,
         who: &Identity,
+        settings: &UserSettings,
         spec: Spec,
         name: &str,
         image_id: &str,
     ) -> Result<String, ContainerError> {
-        prepare_home(&config.home_root, who)?;
+        self.prepare_home(config, who, settings).await?;
         let docker_err = |action, source| ContainerError::Docker {
             action,
             name: name.to_owned(),
@@ -472,6 +463,13 @@ impl ContainerManager {
             "AWS_CONTAINER_AUTHORIZATION_TOKEN={}",
             String::from_utf8_lossy(&token)
         ));
+        // The account files are in place before the container can start.
+        let image = self.image_accounts.get(&self.docker, image_id).await?;
+        let files = AccountFiles::of(&config.state_dir, &who.name);
+        let who_owned = who.clone();
+        tokio::task::spawn_blocking(move || files.write(&image, &who_owned, &token))
+            .await
+            .expect("account files writer panicked")?;
         user_network::ensure(&self.docker, &self.network_alloc, &config.network, who).await?;
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         let created = self
@@ -480,103 +478,22 @@ impl ContainerManager {
             .await
             .map_err(|e| docker_err("create", e))?;
         tracing::info!(user = %who.name, container = %name, id = %created.id, "created container");
-
-        let accounts = self.account_files(&created.id, image_id, who).await?;
-        let files = files_tar(&accounts, &token, who).map_err(|source| ContainerError::Home {
-            path: PathBuf::from(TOKEN_PATH_IN_CONTAINER),
-            source,
-        })?;
-        let uploaded = self
-            .docker
-            .upload_to_container(
-                &created.id,
-                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
-                bollard::body_full(files.into()),
-            )
-            .await;
-        if let Err(e) = uploaded {
-            // Never leave a container without its account files and token
-            // for the next login to start: the next one recreates it.
-            let force = RemoveContainerOptionsBuilder::new().force(true).build();
-            if let Err(removal) = self.docker.remove_container(&created.id, Some(force)).await {
-                tracing::error!(container = %name, error = %removal, "cannot remove a container left without its account files");
-            }
-            return Err(docker_err("write account files into", e));
-        }
         Ok(created.id)
     }
 
-    /// The image's /etc/passwd and /etc/group with the user added.
-    async fn account_files(
+    /// Makes the user's home ready (mounted, when it has a size limit).
+    async fn prepare_home(
         &self,
-        id: &str,
-        image_id: &str,
+        config: &BastiondConfig,
         who: &Identity,
-    ) -> Result<(String, String), ContainerError> {
-        let image = self.image_accounts(id, image_id).await?;
-        let group_name = uzers::get_group_by_gid(who.gid)
-            .and_then(|g| g.name().to_str().map(str::to_owned))
-            .unwrap_or_else(|| who.name.clone());
-        let passwd = with_line(
-            &image.passwd,
-            &who.name,
-            &format!(
-                "{}:x:{}:{}::/home/{}:/bin/bash",
-                who.name, who.uid, who.gid, who.name
-            ),
-        );
-        let group = with_line(
-            &image.group,
-            &group_name,
-            &format!("{group_name}:x:{}:", who.gid),
-        );
-        Ok((passwd, group))
-    }
-
-    /// The image's own account files, read once per image (from container
-    /// `id`, just created from it) and then kept.
-    async fn image_accounts(
-        &self,
-        id: &str,
-        image_id: &str,
-    ) -> Result<Arc<ImageAccounts>, ContainerError> {
-        let cached = self
-            .image_accounts
-            .lock()
-            .expect("image accounts map poisoned")
-            .get(image_id)
-            .cloned();
-        if let Some(found) = cached {
-            return Ok(found);
-        }
-        let read = |path: &'static str| async move {
-            let tar: Vec<u8> = self
-                .docker
-                .download_from_container(
-                    id,
-                    Some(
-                        DownloadFromContainerOptionsBuilder::new()
-                            .path(path)
-                            .build(),
-                    ),
-                )
-                .map_ok(|b| b.to_vec())
-                .try_concat()
-                .await
-                .map_err(|e| ContainerError::Docker {
-                    action: "read account files of",
-                    name: id.to_owned(),
-                    source: e,
-                })?;
-            Ok::<_, ContainerError>(first_file_of_tar(&tar).unwrap_or_default())
-        };
-        let (passwd, group) = tokio::try_join!(read("/etc/passwd"), read("/etc/group"))?;
-        let found = Arc::new(ImageAccounts { passwd, group });
-        self.image_accounts
-            .lock()
-            .expect("image accounts map poisoned")
-            .insert(image_id.to_owned(), found.clone());
-        Ok(found)
+        settings: &UserSettings,
+    ) -> Result<(), ContainerError> {
+        let (home_root, state_dir) = (config.home_root.clone(), config.state_dir.clone());
+        let (who, size) = (who.clone(), settings.limits.home);
+        tokio::task::spawn_blocking(move || home::ensure(&home_root, &state_dir, &who, size))
+            .await
+            .expect("home preparation panicked")?;
+        Ok(())
     }
 
     /// Creates the gateway network when missing: a bridge named after it,
@@ -697,6 +614,7 @@ fn build_spec(
         "{}:{home}:rw",
         config.home_root.join(&who.name).display()
     )];
+    binds.extend(AccountFiles::of(&config.state_dir, &who.name).binds());
     if kube {
         binds.push(format!(
             "{}:{KUBECONFIG_DIR_IN_CONTAINER}:ro",
@@ -705,6 +623,15 @@ fn build_spec(
     }
     let limits = settings.limits;
     let memory = i64::try_from(limits.memory.as_u64()).unwrap_or(i64::MAX);
+    // The only writable places besides the home: in memory, sized.
+    let tmp = format!(
+        "rw,nosuid,nodev,size={}k,mode=1777",
+        limits.tmp.as_u64() / 1024
+    );
+    labels.insert(
+        labels::HOME_SIZE.to_owned(),
+        limits.home.as_u64().to_string(),
+    );
     let body = ContainerCreateBody {
         image: Some(image_id.to_owned()),
         hostname: Some(who.name.clone()),
@@ -726,6 +653,13 @@ fn build_spec(
             memory_swap: Some(memory),
             nano_cpus: Some((limits.cpus * 1e9) as i64),
             network_mode: Some(network),
+            // No writable layer: nothing the user does can grow the
+            // container's storage on the host's disk.
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([
+                ("/tmp".to_owned(), tmp.clone()),
+                ("/var/tmp".to_owned(), tmp),
+            ])),
             binds: Some(binds),
             ipc_mode: Some("private".into()),
             sysctls: Some(HashMap::from([(
@@ -764,103 +698,9 @@ fn sort_json(value: &mut serde_json::Value) {
     }
 }
 
-/// Makes `<home_root>/<user>`: a real directory (never a symlink), owned by
-/// the user, mode 0700.
-fn prepare_home(home_root: &Path, who: &Identity) -> Result<(), ContainerError> {
-    let path = home_root.join(&who.name);
-    let err = |source| ContainerError::Home {
-        path: path.clone(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(home_root)
-        .map_err(err)?;
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_dir() => {
-            if meta.uid() == who.uid && meta.gid() == who.gid {
-                return Ok(());
-            }
-        }
-        Ok(_) => return Err(ContainerError::HomeNotADirectory { path }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&path)
-                .map_err(err)?;
-        }
-        Err(e) => return Err(err(e)),
-    }
-    nix::unistd::chown(
-        &path,
-        Some(nix::unistd::Uid::from_raw(who.uid)),
-        Some(nix::unistd::Gid::from_raw(who.gid)),
-    )
-    .map_err(|e| err(e.into()))
-}
-
 fn random_token() -> Vec<u8> {
     let bytes: [u8; 32] = rand::random();
     hex::encode(bytes).into_bytes()
-}
-
-fn first_file_of_tar(tar: &[u8]) -> Option<String> {
-    let mut archive = tar::Archive::new(tar);
-    let mut entry = archive.entries().ok()?.next()?.ok()?;
-    let mut text = String::new();
-    entry.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
-/// `file` with `line` appended unless an entry named `name` exists.
-fn with_line(file: &str, name: &str, line: &str) -> String {
-    let prefix = format!("{name}:");
-    if file.lines().any(|l| l.starts_with(&prefix)) {
-        return file.to_owned();
-    }
-    let mut out = file.to_owned();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str(line);
-    out.push('\n');
-    out
-}
-
-/// A tar of /etc/passwd, /etc/group and the credentials token file.
-fn files_tar(
-    accounts: &(String, String),
-    token: &[u8],
-    who: &Identity,
-) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8], mode: u32, uid: u64, gid: u64, dir: bool| {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(if dir {
-            tar::EntryType::Directory
-        } else {
-            tar::EntryType::Regular
-        });
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        header.set_mtime(0);
-        builder.append_data(&mut header, path, data)
-    };
-    add("etc/passwd", accounts.0.as_bytes(), 0o644, 0, 0, false)?;
-    add("etc/group", accounts.1.as_bytes(), 0o644, 0, 0, false)?;
-    add("etc/bastion/", b"", 0o755, 0, 0, true)?;
-    add(
-        TOKEN_PATH_IN_CONTAINER.trim_start_matches('/'),
-        token,
-        0o400,
-        u64::from(who.uid),
-        u64::from(who.gid),
-        false,
-    )?;
-    builder.into_inner()
 }
 
 #[cfg(test)]
@@ -922,27 +762,5 @@ mod tests {
         let mut other = settings.clone();
         other.limits.pids = 99;
         assert_ne!(a, build_spec(&config, &alice(), &other, "sha256:a").hash);
-    }
-
-    #[test]
-    fn account_lines_are_added_once() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\n";
-        let once = with_line(passwd, "alice", "alice:x:1000:1000::/home/alice:/bin/bash");
-        assert_eq!(once.lines().count(), 2);
-        assert_eq!(with_line(&once, "alice", "alice:x:1:1::/:/bin/sh"), once);
-    }
-
-    #[test]
-    fn the_files_tar_has_a_private_token() {
-        let tar = files_tar(&("p\n".into(), "g\n".into()), b"tok", &alice()).unwrap();
-        let mut archive = tar::Archive::new(&tar[..]);
-        let token = archive
-            .entries()
-            .unwrap()
-            .map(Result::unwrap)
-            .find(|e| e.path().unwrap().ends_with("aws-container-token"))
-            .unwrap();
-        assert_eq!(token.header().mode().unwrap(), 0o400);
-        assert_eq!(token.header().uid().unwrap(), 1000);
     }
 }

@@ -18,6 +18,7 @@ use super::cgroup::CgroupFiles;
 use super::container::{Lifecycle, event, labels};
 use super::session_cgroup;
 use super::user_network;
+use crate::log_limit::LogLimit;
 
 /// A bastion container as listed by Docker.
 struct Listed {
@@ -134,12 +135,38 @@ fn interval(idle: Duration) -> Duration {
 
 /// Runs forever (aborted at shutdown).
 pub async fn run(broker: Arc<Broker>) {
+    let mut disk_warnings = LogLimit::new(Duration::from_secs(600));
     loop {
         let config = broker.config.current();
         tokio::time::sleep(interval(config.bastiond.idle_stop_after)).await;
         if let Err(e) = sweep(&broker).await {
             tracing::debug!(error = %e, "reaper sweep failed");
         }
+        check_log_disk(&config.recording, &mut disk_warnings);
+    }
+}
+
+/// Warns (every ten minutes at most) while the log disk has less than
+/// twice the audit trail's reserve free, before recordings stop at the
+/// reserve itself.
+fn check_log_disk(config: &crate::config::RecordingConfig, limit: &mut LogLimit<bool>) {
+    let reserve = config.reserve.as_u64();
+    let Ok(free) = crate::recording::free_space(&config.log_dir) else {
+        return;
+    };
+    if reserve == 0 || free >= 2 * reserve {
+        return;
+    }
+    let below = free < reserve;
+    if limit.due(below).is_none() {
+        return;
+    }
+    let (free, reserve) = (bytesize::ByteSize::b(free), config.reserve);
+    let log_dir = config.log_dir.display();
+    if below {
+        tracing::error!(%log_dir, %free, %reserve, "the log disk is below the audit trail's reserve: no session can be recorded (logins are refused unless on_log_failure = \"allow\"); free space there");
+    } else {
+        tracing::warn!(%log_dir, %free, %reserve, "the log disk is nearly full: recordings stop when less than the reserve is free; free space there");
     }
 }
 

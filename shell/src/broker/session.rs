@@ -33,7 +33,7 @@ use crate::config::ResolveError;
 use crate::protocol::{
     self, ClientMessage, EXIT_BASTION_FAILURE, Request, ServerMessage, WindowSize,
 };
-use crate::recording::{SessionLogError, SessionOutcome, SessionRecording};
+use crate::recording::{RecordingError, SessionLogError, SessionOutcome, SessionRecording};
 
 /// Why a session could not run. Each has a short message for the user
 /// ([`SessionError::user_message`]); the full error goes to the log.
@@ -74,6 +74,7 @@ impl SessionError {
                 ENGINE_DOWN.into()
             }
             Self::StartExec(ExecStartError::Connect { .. }) => ENGINE_DOWN.into(),
+            Self::Records(SessionLogError::Recording(RecordingError::Budget { .. })) => "your recorded sessions have used up their space on this bastion, so your logins are refused; please ask the bastion admins to prune old recordings".into(),
             Self::Records(_) => "sessions cannot be recorded right now, so logins are refused; please tell the bastion admins".into(),
             Self::Contain(_) => "your session could not be started in your container (it could not be contained); please try again or tell the bastion admins".into(),
             Self::CreateExec { .. } | Self::StartExec(_) => limit_hint(&self.to_string()).unwrap_or_else(|| {
@@ -248,7 +249,8 @@ async fn run(
     // File transfers are counted, never recorded byte by byte.
     let record = plan.recorded();
     let audit = broker.audit.clone();
-    let recording_config = config.recording.clone();
+    let mut recording_config = config.recording.clone();
+    recording_config.user_budget = settings.limits.recordings;
     let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_counters);
     // The records are begun while the Engine creates the exec (it is only
     // started once the records exist).

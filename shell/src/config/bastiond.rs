@@ -25,6 +25,10 @@ pub struct BastiondConfig {
     pub role: Option<String>,
     /// Host directory holding one persistent home per user.
     pub home_root: PathBuf,
+    /// bastiond's own state: each user's account files (mounted read-only
+    /// into their container) under `accounts/`, and the file systems of
+    /// size-limited homes under `home-images/`.
+    pub state_dir: PathBuf,
     /// Host directory of kubeconfigs, mounted read-only into every container
     /// (skipped when it does not exist).
     pub kubeconfig_dir: PathBuf,
@@ -68,6 +72,7 @@ impl Default for BastiondConfig {
             shell: "/bin/bash".to_owned(),
             role: None,
             home_root: PathBuf::from("/var/lib/bastion/homes"),
+            state_dir: PathBuf::from("/var/lib/bastion"),
             kubeconfig_dir: PathBuf::from("/etc/bastion/kubeconfigs"),
             allow_users: Vec::new(),
             allow_groups: vec!["bastion-users".to_owned()],
@@ -140,6 +145,18 @@ pub struct Limits {
     pub memory: ByteSize,
     /// CPUs, e.g. `1.5`.
     pub cpus: f64,
+    /// Size of the user's home: a file system of its own (an ext4 image,
+    /// loop-mounted), so a full home fills only itself. `0`: a plain
+    /// directory on the host's file system, unlimited.
+    pub home: ByteSize,
+    /// Size of each of `/tmp` and `/var/tmp` (tmpfs, counted in the
+    /// memory limit). The rest of the container's file system is
+    /// read-only: it has no other writable space.
+    pub tmp: ByteSize,
+    /// Space the user's session recordings may take in all (`0`: no
+    /// limit); past it their (recorded) logins are refused until old
+    /// recordings are pruned.
+    pub recordings: ByteSize,
 }
 
 impl Default for Limits {
@@ -148,6 +165,9 @@ impl Default for Limits {
             pids: 512,
             memory: ByteSize::gib(2),
             cpus: 2.0,
+            home: ByteSize::gib(10),
+            tmp: ByteSize::mib(512),
+            recordings: ByteSize::gib(2),
         }
     }
 }
@@ -168,6 +188,9 @@ pub struct PartialLimits {
     pub pids: Option<i64>,
     pub memory: Option<ByteSize>,
     pub cpus: Option<f64>,
+    pub home: Option<ByteSize>,
+    pub tmp: Option<ByteSize>,
+    pub recordings: Option<ByteSize>,
 }
 
 /// What applies to one user once defaults, groups and user are merged.
@@ -234,6 +257,9 @@ impl BastiondConfig {
         }
         if !self.home_root.is_absolute() {
             return bad("home_root", "must be an absolute path".into());
+        }
+        if !self.state_dir.is_absolute() {
+            return bad("state_dir", "must be an absolute path".into());
         }
         if self.remove_after < self.idle_stop_after {
             return bad(
@@ -314,6 +340,9 @@ impl From<Limits> for PartialLimits {
             pids: Some(l.pids),
             memory: Some(l.memory),
             cpus: Some(l.cpus),
+            home: Some(l.home),
+            tmp: Some(l.tmp),
+            recordings: Some(l.recordings),
         }
     }
 }
@@ -328,6 +357,24 @@ fn validate_limits(at: &str, limits: &PartialLimits) -> Result<(), (String, Stri
     }
     if limits.cpus.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
         return Err((key("cpus"), "must be a positive number".into()));
+    }
+    if limits
+        .home
+        .is_some_and(|h| h.as_u64() != 0 && h < ByteSize::mib(64))
+    {
+        return Err((key("home"), "must be 0 (no limit) or at least 64MiB".into()));
+    }
+    if limits.tmp.is_some_and(|t| t < ByteSize::mib(16)) {
+        return Err((key("tmp"), "must be at least 16MiB".into()));
+    }
+    if limits
+        .recordings
+        .is_some_and(|r| r.as_u64() != 0 && r < ByteSize::mib(1))
+    {
+        return Err((
+            key("recordings"),
+            "must be 0 (no limit) or at least 1MiB".into(),
+        ));
     }
     Ok(())
 }
@@ -344,6 +391,9 @@ impl Overrides {
             settings.limits.pids = limits.pids.unwrap_or(settings.limits.pids);
             settings.limits.memory = limits.memory.unwrap_or(settings.limits.memory);
             settings.limits.cpus = limits.cpus.unwrap_or(settings.limits.cpus);
+            settings.limits.home = limits.home.unwrap_or(settings.limits.home);
+            settings.limits.tmp = limits.tmp.unwrap_or(settings.limits.tmp);
+            settings.limits.recordings = limits.recordings.unwrap_or(settings.limits.recordings);
         }
     }
 }

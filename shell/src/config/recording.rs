@@ -6,6 +6,7 @@
 //! audit_log = "/var/log/bastion/audit.jsonl"
 //! record_input = false                   # keystrokes (passwords!) are not recorded by default
 //! max_recording_bytes = "64MiB"          # then a marker, and byte counts only
+//! reserve = "1GiB"                       # kept free for the audit trail: no recording below it
 //! on_log_failure = "refuse"              # or "allow": log in anyway, with a loud warning
 //! banner = "This session is recorded."   # "" for none; interactive sessions only
 //! syslog = true                          # also send audit events to syslog (authpriv)
@@ -36,6 +37,15 @@ pub struct RecordingConfig {
     /// Size cap of one recording file. After it, a marker, then byte counts
     /// only.
     pub max_recording_bytes: ByteSize,
+    /// Free space kept on the log directory's file system for the audit
+    /// trail: no recording is started, and a running one stops, when less
+    /// is free. bastiond warns when less than twice this is free.
+    pub reserve: ByteSize,
+    /// Space the session's user's recordings may take in all (`0`: no
+    /// limit). Not a key of this table: bastiond sets it for each session
+    /// from the user's `[bastiond.limits] recordings`.
+    #[serde(skip)]
+    pub user_budget: ByteSize,
     /// What to do when the logs cannot be written at session start.
     pub on_log_failure: OnLogFailure,
     /// Text shown at the start of interactive sessions (never in command,
@@ -52,6 +62,8 @@ impl Default for RecordingConfig {
             audit_log: PathBuf::from("/var/log/bastion/audit.jsonl"),
             record_input: false,
             max_recording_bytes: ByteSize::mib(64),
+            reserve: ByteSize::gib(1),
+            user_budget: ByteSize::b(0),
             on_log_failure: OnLogFailure::Refuse,
             banner: DEFAULT_BANNER.to_owned(),
             syslog: true,

@@ -70,6 +70,65 @@ pub enum RecordingError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the log disk {path} has {free} free, below the {reserve} kept for the audit trail: free space there or lower [recording] reserve"
+    )]
+    Reserve {
+        path: PathBuf,
+        free: bytesize::ByteSize,
+        reserve: bytesize::ByteSize,
+    },
+    #[error(
+        "the recordings of {user} take {used}, their budget is {budget}: prune old ones (bastionctl sessions prune --user {user}) or raise [recording] user_budget"
+    )]
+    Budget {
+        user: String,
+        used: bytesize::ByteSize,
+        budget: bytesize::ByteSize,
+    },
+}
+
+/// Free space of the file system holding `path` (for unprivileged users,
+/// as `df` shows it).
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok(st.blocks_available() * st.fragment_size())
+}
+
+/// Fails when the log directory's file system has less than `reserve`
+/// free.
+pub fn check_reserve(log_dir: &Path, reserve: u64) -> Result<(), RecordingError> {
+    if reserve == 0 {
+        return Ok(());
+    }
+    match free_space(log_dir) {
+        Ok(free) if free < reserve => Err(RecordingError::Reserve {
+            path: log_dir.to_owned(),
+            free: bytesize::ByteSize::b(free),
+            reserve: bytesize::ByteSize::b(reserve),
+        }),
+        // Not readable: the file creation that follows says why.
+        _ => Ok(()),
+    }
+}
+
+/// Less of a user's budget than this left: no new recording.
+pub const MIN_RECORDING_ROOM: u64 = 64 * 1024;
+
+/// Bytes taken by the recordings of `user` (every file in their
+/// directory).
+pub fn user_usage(log_dir: &Path, user: &str) -> u64 {
+    let dir = sessions_dir(log_dir).join(user);
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// `env` of the header.
@@ -126,6 +185,9 @@ pub struct RecorderOptions {
     pub record_input: bool,
     /// Size cap of the .cast file.
     pub max_bytes: u64,
+    /// Free space to leave on the file system: the recording stops (with
+    /// an error) rather than go below it.
+    pub reserve: u64,
 }
 
 /// What a closed recording amounts to.
@@ -267,12 +329,10 @@ impl Recorder {
         let mut hasher = Sha256::new();
         hasher.update(&header_line);
         let size = header_line.len() as u64;
-        let writer =
-            writer::BlockWriter::spawn(file, hasher, size, 2 * FLUSH_AT).map_err(|source| {
-                RecordingError::CreateFile {
-                    path: path.to_owned(),
-                    source,
-                }
+        let writer = writer::BlockWriter::spawn(file, hasher, size, 2 * FLUSH_AT, opts.reserve)
+            .map_err(|source| RecordingError::CreateFile {
+                path: path.to_owned(),
+                source,
             })?;
         let now = Instant::now();
         Ok(Self {
@@ -696,6 +756,7 @@ mod tests {
         RecorderOptions {
             record_input: false,
             max_bytes: 1 << 30,
+            reserve: 0,
         }
     }
 
@@ -880,6 +941,7 @@ mod tests {
             RecorderOptions {
                 record_input: false,
                 max_bytes: max,
+                reserve: 0,
             },
         );
         let chunk = vec![b'x'; 1000];

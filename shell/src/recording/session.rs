@@ -110,9 +110,28 @@ impl SessionRecording {
 
         let recorder = if record {
             let path = cast_path(&config.log_dir, &start.user, &start.session_id)?;
+            // The audit trail's reserve, and the user's budget: this
+            // recording may take what is left of it.
+            super::check_reserve(&config.log_dir, config.reserve.as_u64())?;
+            let mut max_bytes = config.max_recording_bytes.as_u64();
+            let budget = config.user_budget.as_u64();
+            if budget > 0 {
+                // Room for a useful recording, not just its header.
+                let used = super::user_usage(&config.log_dir, &start.user);
+                if used + super::MIN_RECORDING_ROOM > budget {
+                    return Err(RecordingError::Budget {
+                        user: start.user.clone(),
+                        used: bytesize::ByteSize::b(used),
+                        budget: config.user_budget,
+                    }
+                    .into());
+                }
+                max_bytes = max_bytes.min(budget - used);
+            }
             let opts = RecorderOptions {
                 record_input: config.record_input,
-                max_bytes: config.max_recording_bytes.as_u64(),
+                max_bytes,
+                reserve: config.reserve.as_u64(),
             };
             let rec = Recorder::create(&path, &cast_header(&start, started), opts)?;
             start.recording = Some(path);
@@ -518,6 +537,8 @@ mod tests {
         RecordingConfig {
             log_dir: dir.join("log"),
             audit_log: dir.join("log/audit.jsonl"),
+            // Not this host's free space: tests/full_log_disk.rs checks it.
+            reserve: bytesize::ByteSize::b(0),
             ..RecordingConfig::default()
         }
     }

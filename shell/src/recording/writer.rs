@@ -47,11 +47,14 @@ impl std::fmt::Debug for BlockWriter {
 impl BlockWriter {
     /// Starts the thread; `hasher` and `size` already cover what `file`
     /// holds (the header).
+    /// Stops writing (an error) when a block would leave less than
+    /// `reserve` bytes free on the file system.
     pub fn spawn(
         mut file: File,
         mut hasher: Sha256,
         mut size: u64,
         block_capacity: usize,
+        reserve: u64,
     ) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let (free_tx, free) = mpsc::sync_channel::<Vec<u8>>(QUEUE + 1);
@@ -66,9 +69,13 @@ impl BlockWriter {
                     match job {
                         Job::Block(mut block) => {
                             if error.is_none() {
-                                hasher.update(&block);
-                                size += block.len() as u64;
-                                if let Err(e) = file.write_all(&block) {
+                                let written = below_reserve(&file, block.len(), reserve)
+                                    .map_or_else(|| file.write_all(&block), Err);
+                                if written.is_ok() {
+                                    hasher.update(&block);
+                                    size += block.len() as u64;
+                                }
+                                if let Err(e) = written {
                                     *failed.lock().unwrap_or_else(|p| p.into_inner()) =
                                         Some((e.kind(), e.to_string()));
                                     error = Some(e);
@@ -143,6 +150,25 @@ impl BlockWriter {
             error: Some(io::Error::other("the recording thread panicked")),
         })
     }
+}
+
+/// The error to stop with when writing `len` more bytes would leave less
+/// than `reserve` free where `file` is.
+fn below_reserve(file: &File, len: usize, reserve: u64) -> Option<io::Error> {
+    if reserve == 0 {
+        return None;
+    }
+    let st = nix::sys::statvfs::fstatvfs(file).ok()?;
+    let free = st.blocks_available() * st.fragment_size();
+    (free < reserve + len as u64).then(|| {
+        io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the log disk is down to the {} kept free for the audit trail ([recording] reserve)",
+                bytesize::ByteSize::b(reserve)
+            ),
+        )
+    })
 }
 
 impl Drop for BlockWriter {

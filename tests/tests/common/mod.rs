@@ -355,6 +355,9 @@ image = "bastion/e2e-does-not-exist:1"
 
 [bastiond.users.bt-limits]
 limits = { pids = 40 }
+
+[bastiond.users.bt-disk]
+limits = { home = "64MiB", tmp = "32MiB", recordings = "2MiB" }
 # <<< bastion e2e tests
 "#;
 

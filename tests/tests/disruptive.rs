@@ -313,17 +313,178 @@ fn a_full_log_disk_refuses_logins() {
     assert_eq!(ssh_text(&u, "echo ok").trim(), "ok");
 }
 
+/// issue 9, faults: bastiond restarted under live sessions. Each client is
+/// told why in one line (never a bare 125), the record says
+/// broker_shutdown, and a command that finished as the shutdown began
+/// keeps its own exit code.
 #[test]
-fn a_broker_stop_mid_session_closes_the_record() {
+fn a_broker_restart_tells_live_sessions_why_and_keeps_real_exit_codes() {
     let _serial = serial();
     let u = user("bt-rec-restart");
     let marker = format!("brokerstop{}", std::process::id());
-    let mut live = live_marked_session(&u, &marker);
+    let live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(20), || {
+        audit_events().iter().any(|e| {
+            e["event"] == "session.start"
+                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
+        })
+    }));
+    // Short commands finishing all around the restart.
+    let racers: Vec<_> = (0..12)
+        .map(|i| {
+            let u = u.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(40 * i));
+                ssh_run(&u, "sleep 0.2; exit 3")
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
     service("restart", "bastiond");
-    let _ = live.wait();
+    let out = live.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was restarted"), "told why: {err:?}");
     let (_, end) = session_by_marker(&marker);
     let end = end.expect("session.end written before the broker stopped");
     assert_eq!(end["ended_by"], "broker_shutdown");
+    for racer in racers {
+        let out = racer.join().unwrap();
+        match out.status.code() {
+            Some(3) => {}
+            Some(125) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!err.trim().is_empty(), "a bare 125: {out:?}");
+            }
+            // ssh's own failure while the broker was down.
+            Some(255) => {}
+            other => panic!("exit {other:?}: {out:?}"),
+        }
+    }
+    assert_eq!(ssh_text(&u, "echo up").trim(), "up");
+}
+
+/// issue 9, faults: dockerd restarted under a live session. The user gets
+/// the engine's sentence, and the record says what happened: an error,
+/// no invented exit code.
+#[test]
+fn a_docker_restart_mid_session_is_an_error_ending_not_an_exit_code() {
+    let _serial = serial();
+    let u = user("bt-dockerbounce");
+    let marker = format!("dockerbounce{}", std::process::id());
+    let live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(20), || {
+        audit_events().iter().any(|e| {
+            e["event"] == "session.start"
+                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
+        })
+    }));
+    service("stop", "dockerd");
+    service("start", "dockerd");
+    let out = live.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container engine is not available"), "{err:?}");
+    let end = {
+        let mut end = None;
+        assert!(eventually(Duration::from_secs(20), || {
+            end = session_by_marker(&marker).1;
+            end.is_some()
+        }));
+        end.unwrap()
+    };
+    assert_eq!(end["ended_by"], "error", "{end}");
+    assert_eq!(end["exit_code"], serde_json::Value::Null, "{end}");
+    assert!(
+        end["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{end}"
+    );
+    assert_eq!(ssh_text(&u, "echo up").trim(), "up");
+}
+
+/// issue 9, faults: the audit log unwritable (chattr +i) when a session
+/// ends. The user still gets their exit code; the end, with its real exit
+/// code and byte counts, is kept and written once the log is writable
+/// again, without a restart.
+#[test]
+fn an_unwritable_audit_log_at_a_sessions_end_loses_nothing() {
+    let _serial = serial();
+    let u = user("bt-auditlock");
+    let marker = format!("auditlock{}", std::process::id());
+    let mut live = ssh(
+        &u,
+        &["-T"],
+        &[&format!("echo {marker}; read line; echo got-$line; exit 7")],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first.trim(), marker);
+    struct Unlock;
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr")
+                .args(["-i", "/var/log/bastion/audit.jsonl"])
+                .status();
+        }
+    }
+    run_ok(Command::new("chattr").args(["+i", "/var/log/bastion/audit.jsonl"]));
+    let unlock = Unlock;
+    use std::io::Write;
+    live.stdin.take().unwrap().write_all(b"line\n").unwrap();
+    let out = live.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the user gets the real code: {out:?}"
+    );
+    let (start, end) = session_by_marker(&marker);
+    assert!(end.is_none(), "nothing could be written yet");
+    let pending = format!(
+        "/var/log/bastion/sessions/.open/{}.json",
+        start["session_id"].as_str().unwrap()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(
+            &pending
+        )
+        .is_ok_and(|t| t.contains("\"exit_code\":7"))),
+        "the end is kept in the marker"
+    );
+    drop(unlock);
+    let mut end = None;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            end = session_by_marker(&marker).1;
+            end.is_some()
+        }),
+        "the end is written once the log is writable, without a restart"
+    );
+    let end = end.unwrap();
+    assert_eq!(end["exit_code"], 7);
+    assert_eq!(end["ended_by"], "exit");
+    assert!(end["bytes_out"].as_u64().unwrap() > marker.len() as u64);
+    assert!(!std::path::Path::new(&pending).exists());
+    let verify = run_ok(Command::new("/usr/local/bin/bastionctl").args(["audit", "verify"]));
+    assert!(String::from_utf8_lossy(&verify.stdout).starts_with("OK"));
 }
 
 #[test]

@@ -260,6 +260,7 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     );
     let sessions = TaskTracker::new();
     let reaper = tokio::spawn(reaper::run(broker.clone()));
+    let pending_ends = tokio::spawn(write_pending_ends(broker.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| BrokerError::Listen {
             path: config.bastiond.socket.clone(),
@@ -295,11 +296,32 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     tracing::info!(live = sessions.len(), "shutting down: ending live sessions");
     broker.shutdown.cancel();
     reaper.abort();
+    pending_ends.abort();
     watcher.abort();
     sessions.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
     let _ = std::fs::remove_file(&config.bastiond.socket);
     Ok(())
+}
+
+/// Every few seconds, writes the session ends the audit log could not take
+/// when the sessions ended (kept in their open markers), as soon as it
+/// takes writes again.
+async fn write_pending_ends(broker: Arc<Broker>) {
+    let mut failures = crate::log_limit::LogLimit::new(std::time::Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let log_dir = broker.config.current().recording.log_dir.clone();
+        let audit = broker.audit.clone();
+        let result =
+            tokio::task::spawn_blocking(move || recording::retry_pending_ends(&log_dir, &audit))
+                .await;
+        if let Ok(Err(e)) = result
+            && failures.due(()).is_some()
+        {
+            tracing::error!(error = %e, "session ends are waiting for the audit log to take writes");
+        }
+    }
 }
 
 /// Tells a connection that was not admitted why, if its socket has room

@@ -14,7 +14,9 @@ pub mod cast;
 pub mod session;
 mod writer;
 
-pub use session::{SessionLogError, SessionOutcome, SessionRecording, recover_interrupted};
+pub use session::{
+    SessionLogError, SessionOutcome, SessionRecording, recover_interrupted, retry_pending_ends,
+};
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

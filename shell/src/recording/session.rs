@@ -7,6 +7,13 @@
 //! the start event, so [`recover_interrupted`] can write a complete
 //! `session.end` (`ended_by = "interrupted"`) without scanning the audit
 //! log's history.
+//!
+//! When the audit log cannot take the `session.end` (a full or immutable
+//! file), the whole end — exit code, bytes, the recording's hash — is kept
+//! in the marker instead, and [`retry_pending_ends`] (bastiond runs it every
+//! few seconds) writes it once the log takes writes again, with the time
+//! the session really ended. Nothing of the end is lost, and the session
+//! is not left open until bastiond restarts.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -48,6 +55,15 @@ pub enum SessionLogError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the end of session {session_id} could not be written to the audit log ({source}); it is kept in {marker} and written when the log takes writes again"
+    )]
+    EndPending {
+        session_id: String,
+        marker: PathBuf,
+        #[source]
+        source: AuditError,
+    },
 }
 
 /// How a session ended, as bastiond saw it.
@@ -67,6 +83,18 @@ struct OpenMarker {
     #[serde(with = "time::serde::rfc3339")]
     started: OffsetDateTime,
     start: SessionStart,
+    /// The session's end, when it ended but the audit log could not take
+    /// it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ended: Option<PendingEnd>,
+}
+
+/// A session end waiting for the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingEnd {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    end: SessionEnd,
 }
 
 /// `<log_dir>/sessions/.open`.
@@ -154,6 +182,7 @@ impl SessionRecording {
             &OpenMarker {
                 started,
                 start: start.clone(),
+                ended: None,
             },
         ) {
             undo(recorder);
@@ -274,8 +303,9 @@ impl SessionRecording {
 
     /// Closes the recording and writes `session.end` (with the recording's
     /// SHA-256). On success the open marker is removed; if the audit write
-    /// fails the marker stays, and the next start-up closes the session as
-    /// interrupted.
+    /// fails the end goes into the marker ([`SessionLogError::EndPending`])
+    /// for [`retry_pending_ends`] (or, failing that too, the next start-up
+    /// closes the session as interrupted).
     pub fn end(
         self,
         audit: &AuditLog,
@@ -310,7 +340,25 @@ impl SessionRecording {
             recording,
             error: outcome.error,
         };
-        audit.append(&AuditEvent::SessionEnd(end.clone()))?;
+        let at = OffsetDateTime::now_utc();
+        if let Err(source) = audit.append_at(&AuditEvent::SessionEnd(end.clone()), at) {
+            let pending = OpenMarker {
+                started: self.started,
+                start: self.start.clone(),
+                ended: Some(PendingEnd {
+                    at,
+                    end: end.clone(),
+                }),
+            };
+            if let Err(e) = replace_marker(&self.marker, &pending) {
+                tracing::error!(session = %end.session_id, error = %e, "cannot keep a session's end in its marker either; it will be closed as interrupted");
+            }
+            return Err(SessionLogError::EndPending {
+                session_id: end.session_id,
+                marker: self.marker,
+                source,
+            });
+        }
         let _ = fs::remove_file(&self.marker);
         Ok(end)
     }
@@ -367,6 +415,63 @@ fn write_marker(path: &Path, marker: &OpenMarker) -> Result<(), SessionLogError>
     Ok(())
 }
 
+/// Replaces the marker at `path` whole (a new file renamed over it).
+fn replace_marker(path: &Path, marker: &OpenMarker) -> Result<(), SessionLogError> {
+    let tmp = path.with_extension("json.new");
+    let _ = fs::remove_file(&tmp);
+    write_marker(&tmp, marker)?;
+    fs::rename(&tmp, path).map_err(|source| SessionLogError::Marker {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The markers of `log_dir`, each with its content (`None`: unreadable).
+fn read_markers(log_dir: &Path) -> Result<Vec<(PathBuf, Option<OpenMarker>)>, SessionLogError> {
+    let dir = open_markers_dir(log_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(SessionLogError::ReadMarkers { path: dir, source }),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|p| {
+            let marker = fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            (p, marker)
+        })
+        .collect())
+}
+
+/// Writes the ends of sessions the audit log could not take when they
+/// ended (kept in their markers), and removes those markers. Live
+/// sessions' markers are left alone. Returns the ends written; stops at
+/// the first that still cannot be written.
+pub fn retry_pending_ends(
+    log_dir: &Path,
+    audit: &AuditLog,
+) -> Result<Vec<SessionEnd>, SessionLogError> {
+    let mut written = Vec::new();
+    for (path, marker) in read_markers(log_dir)? {
+        let Some(pending) = marker.and_then(|m| m.ended) else {
+            continue;
+        };
+        audit.append_at(&AuditEvent::SessionEnd(pending.end.clone()), pending.at)?;
+        let _ = fs::remove_file(&path);
+        tracing::info!(session = %pending.end.session_id, "wrote a session end the audit log could not take before");
+        written.push(pending.end);
+    }
+    Ok(written)
+}
+
 /// At bastiond's start-up: closes every session a crash left open. Each
 /// gets its recording repaired (a half-written last line cut off, a marker
 /// event appended) and a `session.end` with `ended_by = "interrupted"`,
@@ -378,37 +483,28 @@ pub fn recover_interrupted(
     log_dir: &Path,
     audit: &AuditLog,
 ) -> Result<Vec<SessionEnd>, SessionLogError> {
-    let dir = open_markers_dir(log_dir);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(SessionLogError::ReadMarkers { path: dir, source }),
-    };
-    let mut markers: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    markers.sort();
+    let markers = read_markers(log_dir)?;
     if markers.is_empty() {
         return Ok(Vec::new());
     }
     let ended = ended_sessions(audit.path());
     let mut closed = Vec::new();
-    for path in markers {
-        let marker: OpenMarker = match fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            Some(m) => m,
-            None => {
-                tracing::error!(marker = %path.display(), "unreadable open-session marker; set aside as .bad");
-                let _ = fs::rename(&path, path.with_extension("bad"));
-                continue;
-            }
+    for (path, marker) in markers {
+        let Some(marker) = marker else {
+            tracing::error!(marker = %path.display(), "unreadable open-session marker; set aside as .bad");
+            let _ = fs::rename(&path, path.with_extension("bad"));
+            continue;
         };
         if ended.contains(&marker.start.session_id) {
             let _ = fs::remove_file(&path);
+            continue;
+        }
+        // It ended, but the audit log could not take its end: that end,
+        // as it was.
+        if let Some(pending) = marker.ended {
+            audit.append_at(&AuditEvent::SessionEnd(pending.end.clone()), pending.at)?;
+            let _ = fs::remove_file(&path);
+            closed.push(pending.end);
             continue;
         }
         let mut end = SessionEnd {
@@ -706,6 +802,93 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// An immutable file (chattr +i): the real fault, not a test double.
+    struct Immutable(PathBuf);
+
+    impl Immutable {
+        fn set(path: &Path) -> Self {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "chattr +i {} failed (root and ext4 needed)",
+                path.display()
+            );
+            Self(path.to_owned())
+        }
+    }
+
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    #[test]
+    fn an_end_the_audit_log_cannot_take_is_kept_and_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        let mut s = SessionRecording::begin(&cfg, &audit, start("p1", "alice"), true).unwrap();
+        s.output(b"work done\r\n");
+        s.input(b"abc");
+        let locked = Immutable::set(&cfg.audit_log);
+        let err = s.end(&audit, exit(7)).unwrap_err();
+        assert!(matches!(err, SessionLogError::EndPending { .. }), "{err}");
+        let marker = open_markers_dir(&cfg.log_dir).join("p1.json");
+        let kept: OpenMarker = serde_json::from_slice(&fs::read(&marker).unwrap()).unwrap();
+        assert_eq!(kept.ended.as_ref().unwrap().end.exit_code, Some(7));
+        // Still unwritable: nothing is lost, the marker stays.
+        assert!(retry_pending_ends(&cfg.log_dir, &audit).is_err());
+        assert!(marker.exists());
+        drop(locked);
+        let written = retry_pending_ends(&cfg.log_dir, &audit).unwrap();
+        assert_eq!(written.len(), 1);
+        assert!(!marker.exists());
+        let recs = events(&cfg.audit_log);
+        match &recs.last().unwrap().event {
+            AuditEvent::SessionEnd(end) => {
+                assert_eq!(end.exit_code, Some(7));
+                assert_eq!(end.ended_by, EndedBy::Exit);
+                assert_eq!((end.bytes_in, end.bytes_out), (3, 11));
+                assert!(end.recording.as_ref().unwrap().sha256.len() == 64);
+            }
+            other => panic!("{other:?}"),
+        }
+        let report = verify(&cfg.audit_log).unwrap();
+        assert!(report.is_ok(), "{report}");
+        // A live session's marker is never taken for a pending end.
+        let live = SessionRecording::begin(&cfg, &audit, start("p2", "alice"), true).unwrap();
+        assert!(retry_pending_ends(&cfg.log_dir, &audit).unwrap().is_empty());
+        live.end(&audit, exit(0)).unwrap();
+    }
+
+    #[test]
+    fn a_pending_end_survives_a_restart_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let audit = AuditLog::open(&cfg.audit_log).unwrap();
+        let s = SessionRecording::begin(&cfg, &audit, start("p3", "bob"), false).unwrap();
+        {
+            let _locked = Immutable::set(&cfg.audit_log);
+            assert!(s.end(&audit, exit(3)).is_err());
+        }
+        let closed = recover_interrupted(&cfg.log_dir, &audit).unwrap();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            closed[0].exit_code,
+            Some(3),
+            "the real end, not 'interrupted'"
+        );
+        assert_eq!(closed[0].ended_by, EndedBy::Exit);
     }
 
     #[test]

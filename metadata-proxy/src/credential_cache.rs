@@ -4,6 +4,9 @@
 //!   more than `min_served` (20 minutes) left.
 //! - At most one STS call is in flight per key: concurrent cold requests
 //!   wait for the same call (the per-entry fetch lock), then find its result.
+//!   The call runs in a task of its own, so a client that gives up does not
+//!   cancel it; a request waits for it at most `request_wait`, then gets a
+//!   "not answered yet" error (a hanging STS must not hang IMDS).
 //! - A background scan refreshes credentials that have less than
 //!   `refresh_ahead` left, for keys some known container uses, and drops the
 //!   others; containers are prefetched when they appear, so their first
@@ -11,9 +14,19 @@
 //! - After a failed call the key backs off exponentially with jitter; while
 //!   it does, requests get the cached credentials if they are still valid
 //!   (more than `expiry_margin` left), never expired ones, else the error.
+//! - An outage ends for every role when STS answers again, not when each
+//!   key's back-off (up to `backoff_cap`, minutes) runs out: a call that
+//!   failed because STS is unavailable ([`FailureKind::Unavailable`]: no
+//!   answer, a 5xx, the proxy's own credentials refused) starts a probe of
+//!   STS (GetCallerIdentity; one call every `probe_interval` for the whole
+//!   proxy, however many keys wait). When STS answers (the probe, or any
+//!   call), every key backing off for that reason retries, spread over a
+//!   window (`recovery_spread`, wider the more keys wait: no thundering
+//!   herd). Keys STS refused (AccessDenied, a validation error) or
+//!   throttled keep their exponential back-off.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
@@ -21,7 +34,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::audit_events::Auditor;
 use crate::metrics::Metrics;
-use crate::sts::{AssumeRole, AssumeRoleRequest, IssuedCredentials, StsError};
+use crate::sts::{AssumeRole, AssumeRoleRequest, FailureKind, IssuedCredentials, StsError};
 
 /// What identifies a role session; requests that differ in any part never
 /// share credentials.
@@ -61,7 +74,24 @@ pub struct Tuning {
     /// (an event re-read that failed, a resync racing a start) must not
     /// cost its valid credentials and a new STS call.
     pub keep_unwanted: Duration,
+    /// How long a request waits for an STS call in flight before it is
+    /// answered "not answered yet" (the call goes on). SDKs give up after
+    /// 0.5-1 s anyway; this bounds what a slow or hanging STS costs others.
+    pub request_wait: Duration,
+    /// While STS looks unavailable, how often it is probed.
+    pub probe_interval: Duration,
+    /// How long one probe may take before it counts as "no answer".
+    pub probe_timeout: Duration,
+    /// When STS answers again, the keys that waited for it retry at random
+    /// moments within this window (or [`RECOVERY_SPACING`] per key, if
+    /// longer).
+    pub recovery_spread: Duration,
 }
+
+/// After an outage, the retry window grows by this much per waiting key:
+/// on average at most 50 AssumeRole calls a second (STS throttles, and
+/// its limit cannot be raised: reference.md).
+pub const RECOVERY_SPACING: Duration = Duration::from_millis(20);
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -73,6 +103,10 @@ impl Default for Tuning {
             backoff_cap: Duration::from_secs(300),
             scan_interval: Duration::from_secs(10),
             keep_unwanted: Duration::from_secs(10 * 60),
+            request_wait: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(3),
+            recovery_spread: Duration::from_secs(1),
         }
     }
 }
@@ -135,6 +169,18 @@ struct EntryState {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<StsError>,
+    /// What the last failure said about STS; `None` after a success.
+    last_kind: Option<FailureKind>,
+}
+
+/// What the cache knows of STS as a whole.
+#[derive(Debug, Default)]
+struct Health {
+    /// Since when probes have failed; `None` while STS answers (or nothing
+    /// has failed).
+    down_since: Option<Instant>,
+    /// A probe task runs (at most one).
+    probing: bool,
 }
 
 /// The cache. Cheap to share behind an `Arc`.
@@ -142,6 +188,7 @@ pub struct CredentialCache<S> {
     sts: S,
     tuning: Tuning,
     entries: RwLock<HashMap<CacheKey, Arc<Entry>>>,
+    health: Mutex<Health>,
     metrics: Arc<Metrics>,
     auditor: Auditor,
 }
@@ -159,6 +206,7 @@ impl<S: AssumeRole> CredentialCache<S> {
             sts,
             tuning,
             entries: RwLock::new(HashMap::new()),
+            health: Mutex::new(Health::default()),
             metrics,
             auditor,
         }
@@ -191,6 +239,7 @@ impl<S: AssumeRole> CredentialCache<S> {
                 failures: 0,
                 retry_at: None,
                 last_error: None,
+                last_kind: None,
             }),
             warnings: RateLimit::default(),
         });
@@ -200,7 +249,7 @@ impl<S: AssumeRole> CredentialCache<S> {
 
     /// Credentials for `request`, from the cache or from STS.
     pub async fn get(
-        &self,
+        self: &Arc<Self>,
         request: &AssumeRoleRequest,
     ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
         self.get_keyed(&CacheKey::of(request), request).await
@@ -208,7 +257,7 @@ impl<S: AssumeRole> CredentialCache<S> {
 
     /// [`CredentialCache::get`] with the key already made (hot path).
     pub async fn get_keyed(
-        &self,
+        self: &Arc<Self>,
         key: &CacheKey,
         request: &AssumeRoleRequest,
     ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
@@ -242,7 +291,32 @@ impl<S: AssumeRole> CredentialCache<S> {
             }
         }
         self.metrics.cache_misses.inc();
-        self.fetch(&entry, self.tuning.min_served).await
+        self.fetch_for_request(entry).await
+    }
+
+    /// A request's fetch: the single-flight call runs in a task of its own
+    /// (a client that gives up, as SDKs do after a second, must not cancel
+    /// it and leave the next one to start over), and the request waits for
+    /// it at most [`Tuning::request_wait`].
+    async fn fetch_for_request(
+        self: &Arc<Self>,
+        entry: Arc<Entry>,
+    ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
+        let call = {
+            let cache = self.clone();
+            let entry = entry.clone();
+            tokio::spawn(async move { cache.fetch(&entry, cache.tuning.min_served).await })
+        };
+        match tokio::time::timeout(self.tuning.request_wait, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Timed out, or the runtime is shutting down.
+            Ok(Err(_)) | Err(_) => Err(StsError::NotAnsweredYet {
+                role_arn: entry.request.role_arn.clone(),
+                waited: self.tuning.request_wait,
+            }
+            .into()),
+        }
     }
 
     /// Starts fetching credentials for `request` unless they are cached or
@@ -272,7 +346,7 @@ impl<S: AssumeRole> CredentialCache<S> {
     /// find the fresh result when the lock is theirs. Cached credentials
     /// with more than `good_enough` left make the call unnecessary.
     async fn fetch(
-        &self,
+        self: &Arc<Self>,
         entry: &Entry,
         good_enough: Duration,
     ) -> Result<(Arc<IssuedCredentials>, Outcome), CacheError> {
@@ -296,35 +370,160 @@ impl<S: AssumeRole> CredentialCache<S> {
         self.metrics
             .sts_latency
             .observe(started.elapsed().as_secs_f64());
-        let mut state = entry.state.lock().expect("entry lock");
         match result {
             Ok(creds) => {
                 self.metrics.record_sts_call("success");
                 self.auditor.sts_call(&entry.request, Ok(&creds));
                 let creds = Arc::new(creds);
-                state.creds = Some(creds.clone());
-                state.failures = 0;
-                state.retry_at = None;
-                state.last_error = None;
+                {
+                    let mut state = entry.state.lock().expect("entry lock");
+                    state.creds = Some(creds.clone());
+                    state.failures = 0;
+                    state.retry_at = None;
+                    state.last_error = None;
+                    state.last_kind = None;
+                }
+                self.sts_answered(false);
                 Ok((creds, Outcome::Fetched))
             }
             Err(error) => {
                 self.metrics.record_sts_call(error.code());
                 self.auditor.sts_call(&entry.request, Err(&error));
-                state.failures = state.failures.saturating_add(1);
-                let delay = self.backoff(state.failures);
-                state.retry_at = Some(Instant::now() + delay);
-                tracing::error!(
-                    role_arn = %entry.request.role_arn,
-                    session_name = %entry.request.session_name,
-                    error = %error,
-                    failures = state.failures,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "STS AssumeRole failed"
-                );
-                state.last_error = Some(error);
-                self.fallback(entry, &state, SystemTime::now())
+                let kind = error.kind();
+                let result = {
+                    let mut state = entry.state.lock().expect("entry lock");
+                    state.failures = state.failures.saturating_add(1);
+                    let delay = self.backoff(state.failures);
+                    state.retry_at = Some(Instant::now() + delay);
+                    tracing::error!(
+                        role_arn = %entry.request.role_arn,
+                        session_name = %entry.request.session_name,
+                        error = %error,
+                        kind = ?kind,
+                        failures = state.failures,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "STS AssumeRole failed"
+                    );
+                    state.last_error = Some(error);
+                    state.last_kind = Some(kind);
+                    self.fallback(entry, &state, SystemTime::now())
+                };
+                match kind {
+                    // Is it STS, or this role? The probe tells.
+                    FailureKind::Unavailable => self.start_probing(),
+                    // STS answered: it is up.
+                    FailureKind::Refused => self.sts_answered(false),
+                    // STS answers but wants fewer calls: no retry is
+                    // hastened by it.
+                    FailureKind::Throttled => {}
+                }
+                result
             }
+        }
+    }
+
+    /// Starts the probe task unless one runs: GetCallerIdentity now, then
+    /// every [`Tuning::probe_interval`] until STS answers. It holds the
+    /// cache weakly, so it ends with the cache.
+    fn start_probing(self: &Arc<Self>) {
+        {
+            let mut health = self.health.lock().expect("health lock");
+            if health.probing {
+                return;
+            }
+            health.probing = true;
+        }
+        let cache: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = cache.upgrade() else { return };
+                let timeout = this.tuning.probe_timeout;
+                let error = match tokio::time::timeout(timeout, this.sts.probe()).await {
+                    Ok(Ok(())) => {
+                        this.sts_answered(true);
+                        return;
+                    }
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no answer within {} ms", timeout.as_millis()),
+                };
+                this.sts_unavailable(&error);
+                let interval = this.tuning.probe_interval;
+                drop(this);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// A probe failed: STS is down (logged once per outage).
+    fn sts_unavailable(&self, error: &str) {
+        let mut health = self.health.lock().expect("health lock");
+        if health.down_since.is_none() {
+            health.down_since = Some(Instant::now());
+            tracing::warn!(
+                %error,
+                probe_every_ms = self.tuning.probe_interval.as_millis() as u64,
+                "STS does not answer: probing it with GetCallerIdentity until it does; the role sessions waiting for it are retried as soon as it answers"
+            );
+        } else {
+            tracing::debug!(%error, "STS probe failed");
+        }
+    }
+
+    /// STS answered a call or the probe (`from_probe`: the probe task ends).
+    /// After an outage, every key that backs off because STS was unavailable
+    /// retries now, spread over the recovery window; its failure count
+    /// starts over (the outage said nothing about the role).
+    fn sts_answered(self: &Arc<Self>, from_probe: bool) {
+        let down_since = {
+            let mut health = self.health.lock().expect("health lock");
+            if from_probe {
+                health.probing = false;
+            }
+            health.down_since.take()
+        };
+        let Some(down_since) = down_since else {
+            return;
+        };
+        let now = Instant::now();
+        let waiting: Vec<Arc<Entry>> = self
+            .entries
+            .read()
+            .expect("cache lock")
+            .values()
+            .filter(|entry| {
+                let state = entry.state.lock().expect("entry lock");
+                state.last_kind == Some(FailureKind::Unavailable)
+                    && state.retry_at.is_some_and(|t| now < t)
+            })
+            .cloned()
+            .collect();
+        let spacing =
+            RECOVERY_SPACING.saturating_mul(u32::try_from(waiting.len()).unwrap_or(u32::MAX));
+        let window = self.tuning.recovery_spread.max(spacing);
+        let delays: Vec<Duration> = {
+            let mut rng = rand::rng();
+            waiting
+                .iter()
+                .map(|_| Duration::from_millis(rng.random_range(0..=window.as_millis() as u64)))
+                .collect()
+        };
+        tracing::info!(
+            down_for_s = down_since.elapsed().as_secs(),
+            role_sessions = waiting.len(),
+            within_ms = window.as_millis() as u64,
+            "STS answers again: retrying the role sessions that waited for it"
+        );
+        for (entry, delay) in waiting.into_iter().zip(delays) {
+            {
+                let mut state = entry.state.lock().expect("entry lock");
+                state.failures = 0;
+                state.retry_at = Some(now + delay);
+            }
+            let cache = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = cache.fetch(&entry, cache.tuning.refresh_ahead).await;
+            });
         }
     }
 
@@ -406,32 +605,54 @@ impl<S: AssumeRole> CredentialCache<S> {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use crate::secret::Secret;
 
     /// Test double for STS: counts calls and answers from a script
-    /// (credential lifetimes or errors), after an optional delay. Used only
-    /// for what real STS cannot be made to do on demand: credentials that
-    /// expire within minutes, and a failure at an exact moment. (The
-    /// integration tests count AssumeRole calls against a real moto server.)
+    /// (credential lifetimes or errors), after an optional delay; while
+    /// `down`, every call and probe fails as an unreachable STS does. Used
+    /// only for what real STS cannot be made to do on demand: credentials
+    /// that expire within minutes, a failure at an exact moment, throttling
+    /// and AccessDenied for one role while STS answers. (The integration
+    /// tests count AssumeRole calls against a real moto server, and stop it
+    /// for real outages.)
     #[derive(Default)]
     struct ScriptedStsTestDouble {
         calls: AtomicUsize,
+        probes: AtomicUsize,
+        down: AtomicBool,
         delay: Duration,
         script: Mutex<VecDeque<Result<Duration, StsError>>>,
+        call_times: Mutex<Vec<Instant>>,
     }
 
     impl ScriptedStsTestDouble {
         fn with(delay: Duration, script: Vec<Result<Duration, StsError>>) -> Self {
             Self {
-                calls: AtomicUsize::new(0),
                 delay,
                 script: Mutex::new(script.into()),
+                ..Default::default()
             }
         }
         fn calls(&self) -> usize {
             self.calls.load(Ordering::SeqCst)
+        }
+        fn probes(&self) -> usize {
+            self.probes.load(Ordering::SeqCst)
+        }
+        fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+    }
+
+    fn unreachable(role_arn: &str) -> StsError {
+        StsError::AssumeRole {
+            role_arn: role_arn.into(),
+            code: "Unreachable".into(),
+            message: "dispatch failure: connection refused".into(),
+            request_id: None,
+            http_status: None,
         }
     }
 
@@ -441,7 +662,11 @@ mod tests {
             request: &AssumeRoleRequest,
         ) -> Result<IssuedCredentials, StsError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            self.call_times.lock().unwrap().push(Instant::now());
             tokio::time::sleep(self.delay).await;
+            if self.down.load(Ordering::SeqCst) {
+                return Err(unreachable(&request.role_arn));
+            }
             let next = self
                 .script
                 .lock()
@@ -461,6 +686,59 @@ mod tests {
                 rendered: Default::default(),
             })
         }
+
+        async fn probe(&self) -> Result<(), StsError> {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StsError::CallerIdentity {
+                    message: "dispatch failure: connection refused".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn access_denied() -> StsError {
+        StsError::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+            code: "AccessDenied".into(),
+            message: "not authorized to perform sts:AssumeRole".into(),
+            request_id: None,
+            http_status: Some(403),
+        }
+    }
+
+    /// Waits (polling) until `f` holds; panics after `timeout`.
+    async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            assert!(Instant::now() < deadline, "gave up waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A cache whose back-off is far longer than any test waits: only a
+    /// recovery can make a key retry.
+    fn outage_cache(
+        sts: &Arc<ScriptedStsTestDouble>,
+    ) -> Arc<CredentialCache<Arc<ScriptedStsTestDouble>>> {
+        Arc::new(CredentialCache::new(
+            sts.clone(),
+            Tuning {
+                backoff_base: Duration::from_secs(300),
+                backoff_cap: Duration::from_secs(300),
+                probe_interval: Duration::from_millis(20),
+                probe_timeout: Duration::from_millis(500),
+                recovery_spread: Duration::from_millis(50),
+                ..Tuning::default()
+            },
+            Arc::new(Metrics::new()),
+            Auditor::tracing_only(),
+        ))
+    }
+
+    fn probing(cache: &CredentialCache<Arc<ScriptedStsTestDouble>>) -> bool {
+        cache.health.lock().unwrap().probing
     }
 
     fn throttled() -> StsError {
@@ -469,6 +747,7 @@ mod tests {
             code: "Throttling".into(),
             message: "Rate exceeded".into(),
             request_id: None,
+            http_status: Some(400),
         }
     }
 
@@ -670,5 +949,200 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         cache.scan(&HashSet::new());
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_a_slow_sts_at_most_request_wait_and_the_call_goes_on() {
+        let sts = Arc::new(ScriptedStsTestDouble::with(
+            Duration::from_millis(400),
+            vec![],
+        ));
+        let cache = Arc::new(CredentialCache::new(
+            sts.clone(),
+            Tuning {
+                request_wait: Duration::from_millis(50),
+                ..Tuning::default()
+            },
+            Arc::new(Metrics::new()),
+            Auditor::tracing_only(),
+        ));
+        let req = request("alice", None);
+        let error = cache.get(&req).await.unwrap_err();
+        let CacheError::Sts(error) = error;
+        assert!(matches!(error, StsError::NotAnsweredYet { .. }), "{error}");
+        assert_eq!(error.code(), "ServiceUnavailable");
+        assert_eq!(sts.calls(), 1);
+        // The request is gone; its STS call is not: it completes and fills
+        // the cache, and the next request is a hit, with no second call.
+        until("the call to complete", Duration::from_secs(10), || {
+            cache
+                .entries
+                .read()
+                .unwrap()
+                .values()
+                .any(|e| e.state.lock().unwrap().creds.is_some())
+        })
+        .await;
+        let (_, outcome) = cache.get(&req).await.unwrap();
+        assert_eq!(outcome, Outcome::Hit);
+        assert_eq!(sts.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_an_outage_every_waiting_key_retries_as_soon_as_sts_answers() {
+        let sts = Arc::new(ScriptedStsTestDouble::default());
+        let cache = outage_cache(&sts);
+        sts.set_down(true);
+        let alice = request("alice", None);
+        let bob = request("bob", None);
+        let error = cache.get(&alice).await.unwrap_err();
+        assert!(error.to_string().contains("Unreachable"), "{error}");
+        assert!(cache.get(&bob).await.is_err());
+        assert_eq!(sts.calls(), 2);
+        // The probe finds STS down and keeps probing; the keys back off
+        // (300 s): requests make no call.
+        until("probes to fail", Duration::from_secs(10), || {
+            sts.probes() >= 3
+        })
+        .await;
+        for _ in 0..10 {
+            assert!(cache.get(&alice).await.is_err());
+        }
+        assert_eq!(sts.calls(), 2);
+        assert!(probing(&cache));
+
+        // STS answers again: both keys are fetched without any request,
+        // long before their back-off would have let them.
+        sts.set_down(false);
+        until("both keys to be refetched", Duration::from_secs(10), || {
+            sts.calls() == 4
+        })
+        .await;
+        until("the probe task to end", Duration::from_secs(10), || {
+            !probing(&cache)
+        })
+        .await;
+        // (The refetch may still be in flight: the request then waits for
+        // it rather than making another call.)
+        for req in [&alice, &bob] {
+            cache.get(req).await.unwrap();
+        }
+        assert_eq!(sts.calls(), 4);
+        // One probe task, not one per key: probes stopped with the outage.
+        let probes = sts.probes();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sts.probes(), probes);
+    }
+
+    #[tokio::test]
+    async fn refused_and_throttled_roles_keep_backing_off_when_sts_answers_again() {
+        let sts = Arc::new(ScriptedStsTestDouble::with(
+            Duration::ZERO,
+            vec![Err(access_denied()), Err(throttled())],
+        ));
+        let cache = outage_cache(&sts);
+        let carol = request("carol", None);
+        let dave = request("dave", None);
+        let erin = request("erin", None);
+        let error = cache.get(&carol).await.unwrap_err();
+        assert!(error.to_string().contains("AccessDenied"), "{error}");
+        let error = cache.get(&dave).await.unwrap_err();
+        assert!(error.to_string().contains("Throttling"), "{error}");
+        assert_eq!(sts.calls(), 2);
+        assert!(!probing(&cache), "a refusal or throttling is no outage");
+        // An outage, then recovery: erin, who waited for STS, is fetched;
+        // carol and dave keep their back-off.
+        sts.set_down(true);
+        assert!(cache.get(&erin).await.is_err());
+        until("a failed probe", Duration::from_secs(10), || {
+            sts.probes() >= 2
+        })
+        .await;
+        sts.set_down(false);
+        until("erin to be refetched", Duration::from_secs(10), || {
+            sts.calls() == 4
+        })
+        .await;
+        until("the probe task to end", Duration::from_secs(10), || {
+            !probing(&cache)
+        })
+        .await;
+        cache.get(&erin).await.unwrap();
+        for _ in 0..20 {
+            let error = cache.get(&carol).await.unwrap_err();
+            assert!(error.to_string().contains("AccessDenied"), "{error}");
+            let error = cache.get(&dave).await.unwrap_err();
+            assert!(error.to_string().contains("Throttling"), "{error}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sts.calls(), 4, "no retry of a refused or throttled role");
+    }
+
+    #[tokio::test]
+    async fn a_server_error_for_one_role_while_sts_answers_keeps_its_backoff() {
+        // A 5xx for one role while GetCallerIdentity works: the probe finds
+        // STS up, so there is no outage to end and the role backs off.
+        let internal = StsError::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+            code: "InternalFailure".into(),
+            message: "internal failure".into(),
+            request_id: None,
+            http_status: Some(500),
+        };
+        let sts = Arc::new(ScriptedStsTestDouble::with(
+            Duration::ZERO,
+            vec![Err(internal)],
+        ));
+        let cache = outage_cache(&sts);
+        let frank = request("frank", None);
+        assert!(cache.get(&frank).await.is_err());
+        until("the probe to run and end", Duration::from_secs(10), || {
+            sts.probes() == 1 && !probing(&cache)
+        })
+        .await;
+        for _ in 0..20 {
+            assert!(cache.get(&frank).await.is_err());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sts.calls(), 1);
+        assert_eq!(sts.probes(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_spreads_the_retries_of_many_keys_over_a_window() {
+        let sts = Arc::new(ScriptedStsTestDouble::default());
+        let cache = outage_cache(&sts);
+        sts.set_down(true);
+        let n = 100;
+        for i in 0..n {
+            assert!(
+                cache
+                    .get(&request(&format!("user{i}"), None))
+                    .await
+                    .is_err()
+            );
+        }
+        until("a failed probe", Duration::from_secs(10), || {
+            sts.probes() >= 2
+        })
+        .await;
+        sts.call_times.lock().unwrap().clear();
+        sts.set_down(false);
+        until("every key to be refetched", Duration::from_secs(30), || {
+            sts.calls() == 2 * n
+        })
+        .await;
+        // 100 keys: a window of 100 x RECOVERY_SPACING = 2 s. The calls are
+        // spread over it, not made at once (a lower bound: load only
+        // spreads them more).
+        let times = sts.call_times.lock().unwrap().clone();
+        assert_eq!(times.len(), n);
+        let first = *times.iter().min().unwrap();
+        let last = *times.iter().max().unwrap();
+        assert!(
+            last - first >= Duration::from_secs(1),
+            "{n} retries within {:?}",
+            last - first
+        );
     }
 }

@@ -2,6 +2,13 @@
 //! metadata API on the bridge gateway, the admin API on loopback), the
 //! Docker watcher and the background credential refresh; and a graceful
 //! shutdown of all of them.
+//!
+//! Start-up does not wait for STS when `metadata_proxy.account_id` is set:
+//! the proxy's own-identity check (sts:GetCallerIdentity) then runs in the
+//! background and is only logged, so a slow or hanging STS cannot keep IMDS
+//! down. Without `account_id` the account is needed to name roles, so
+//! start-up asks STS for it, waits at most [`ACCOUNT_WAIT`], and otherwise
+//! stops with an error that says to set `account_id`.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -80,6 +87,11 @@ impl ProxyOptions {
     }
 }
 
+/// How long start-up waits for STS to name the AWS account when
+/// `metadata_proxy.account_id` is not set (STS answers GetCallerIdentity in
+/// well under a second when it works).
+pub const ACCOUNT_WAIT: Duration = Duration::from_secs(5);
+
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -89,6 +101,11 @@ pub enum StartError {
         "cannot find the AWS account for role names (set metadata_proxy.account_id, or give the proxy credentials that can call sts:GetCallerIdentity): {0}"
     )]
     Account(#[source] StsError),
+    #[error(
+        "cannot find the AWS account for role names: STS ({endpoint}) did not answer GetCallerIdentity within {} s (set metadata_proxy.account_id to start without waiting for STS, or check sts_endpoint and the proxy's network path to STS)",
+        waited.as_secs()
+    )]
+    AccountTimeout { endpoint: String, waited: Duration },
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error("cannot listen on {addr}: {source}")]
@@ -148,16 +165,18 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         None => Auditor::tracing_only(),
     };
     let sts = AwsSts::new(&options.sts).await;
-    let account_id = match (&options.proxy.account_id, sts.caller_identity().await) {
-        (configured, Ok((account, arn))) => {
-            tracing::info!(%arn, "the proxy's own AWS identity (it assumes the users' roles with it)");
-            configured.clone().unwrap_or(account)
-        }
-        (Some(configured), Err(error)) => {
-            tracing::warn!(%error, "cannot check the proxy's own AWS identity; going on with metadata_proxy.account_id");
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let account_id = match &options.proxy.account_id {
+        Some(configured) => {
+            tasks.push(tokio::spawn(log_own_identity(
+                sts.clone(),
+                configured.clone(),
+                shutdown_rx.clone(),
+            )));
             configured.clone()
         }
-        (None, Err(error)) => return Err(StartError::Account(error)),
+        None => account_from_sts(&sts, options.sts.endpoint.as_deref()).await?,
     };
     let session = SessionSettings {
         naming: RoleNaming {
@@ -233,8 +252,6 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         watcher: watcher.clone(),
     });
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
     tasks.push(tokio::spawn(watcher.clone().run(shutdown_rx.clone())));
     tasks.push(tokio::spawn(refresh_loop(
         cache,
@@ -271,6 +288,52 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// The proxy's own identity, checked in the background when the account is
+/// configured: only a log line (it names the credentials the proxy assumes
+/// roles with), so it never holds up serving.
+async fn log_own_identity(sts: AwsSts, configured: String, mut shutdown: watch::Receiver<bool>) {
+    let identity = tokio::select! {
+        identity = sts.caller_identity() => identity,
+        _ = shutdown.changed() => return,
+    };
+    match identity {
+        Ok((account, arn)) => tracing::info!(
+            %arn,
+            %account,
+            account_id = %configured,
+            "the proxy's own AWS identity (it assumes the users' roles with it)"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            account_id = %configured,
+            "cannot check the proxy's own AWS identity; serving goes on with metadata_proxy.account_id (AssumeRole fails for as long as STS does)"
+        ),
+    }
+}
+
+/// The account role names resolve in, when the config names none: asked of
+/// STS, for at most [`ACCOUNT_WAIT`] (the metadata API does not listen
+/// meanwhile: it could not name any role).
+async fn account_from_sts(sts: &AwsSts, endpoint: Option<&str>) -> Result<String, StartError> {
+    let endpoint = endpoint.unwrap_or("the SDK's default STS endpoint");
+    tracing::info!(
+        %endpoint,
+        wait_s = ACCOUNT_WAIT.as_secs(),
+        "metadata_proxy.account_id is not set: asking STS (GetCallerIdentity) for the account to name roles in before listening; set account_id to start without waiting for STS"
+    );
+    match tokio::time::timeout(ACCOUNT_WAIT, sts.caller_identity()).await {
+        Ok(Ok((account, arn))) => {
+            tracing::info!(%arn, %account, "the proxy's own AWS identity (it assumes the users' roles with it; role names resolve in its account)");
+            Ok(account)
+        }
+        Ok(Err(error)) => Err(StartError::Account(error)),
+        Err(_) => Err(StartError::AccountTimeout {
+            endpoint: endpoint.to_owned(),
+            waited: ACCOUNT_WAIT,
+        }),
+    }
 }
 
 /// The background refresh: every `interval`, refresh what known containers

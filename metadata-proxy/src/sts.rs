@@ -1,6 +1,8 @@
 //! STS AssumeRole: the request the proxy makes for a container, the
-//! credentials it gets back, and the client that talks to STS
-//! (aws-sdk-sts, with an endpoint override for STS-compatible servers).
+//! credentials it gets back, the client that talks to STS (aws-sdk-sts,
+//! with an endpoint override for STS-compatible servers), and what a failed
+//! call says about STS itself ([`FailureKind`]: an outage, throttling, or a
+//! refusal of that one request).
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -75,12 +77,80 @@ pub enum StsError {
         code: String,
         message: String,
         request_id: Option<String>,
+        /// The HTTP status of STS's answer; `None` when none came (no
+        /// connection, a timeout).
+        http_status: Option<u16>,
     },
     #[error("STS AssumeRole of {role_arn} returned no credentials")]
     NoCredentials { role_arn: String },
     #[error("STS GetCallerIdentity failed: {message}")]
     CallerIdentity { message: String },
+    /// A request waited as long as it may for an AssumeRole still in
+    /// flight; the call goes on and its result is cached.
+    #[error(
+        "STS has not answered the AssumeRole of {role_arn} within {} ms; the call goes on, ask again",
+        waited.as_millis()
+    )]
+    NotAnsweredYet { role_arn: String, waited: Duration },
 }
+
+/// What a failed STS call says about STS itself: whether retrying sooner
+/// than the back-off could help once STS is seen to answer again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer (no connection, a timeout), a server error (5xx), or the
+    /// proxy's own credentials refused: nothing about this role. Once STS
+    /// answers again (its GetCallerIdentity succeeds), retry at once.
+    Unavailable,
+    /// STS asks us to slow down: keep backing off exponentially with
+    /// jitter, even while it answers other calls (reference.md: the limit
+    /// cannot be raised).
+    Throttled,
+    /// STS answered and refused this one request (AccessDenied, a
+    /// validation error): retrying sooner would only fail again.
+    Refused,
+}
+
+/// Error codes STS (or the SDK) uses for throttling; the list the AWS SDKs'
+/// retry classifiers use.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Error codes that are about the proxy's own credentials or STS's health,
+/// not about the role asked for: GetCallerIdentity (same credentials, same
+/// endpoint) fails alike, so its success shows they are over.
+const UNAVAILABLE_CODES: &[&str] = &[
+    "Unreachable",
+    "Unknown",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "IDPCommunicationError",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "RequestExpired",
+];
 
 impl StsError {
     /// A short error code for metrics and the IMDS error body.
@@ -89,6 +159,30 @@ impl StsError {
             StsError::AssumeRole { code, .. } => code,
             StsError::NoCredentials { .. } => "NoCredentials",
             StsError::CallerIdentity { .. } => "CallerIdentity",
+            StsError::NotAnsweredYet { .. } => "ServiceUnavailable",
+        }
+    }
+
+    /// What this failure says about STS (see [`FailureKind`]).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StsError::AssumeRole {
+                code, http_status, ..
+            } => {
+                if THROTTLING_CODES.contains(&code.as_str()) || *http_status == Some(429) {
+                    FailureKind::Throttled
+                } else if UNAVAILABLE_CODES.contains(&code.as_str())
+                    || http_status.is_some_and(|s| s >= 500)
+                {
+                    FailureKind::Unavailable
+                } else {
+                    FailureKind::Refused
+                }
+            }
+            StsError::NoCredentials { .. } => FailureKind::Refused,
+            StsError::CallerIdentity { .. } | StsError::NotAnsweredYet { .. } => {
+                FailureKind::Unavailable
+            }
         }
     }
 }
@@ -99,6 +193,12 @@ pub trait AssumeRole: Send + Sync + 'static {
         &self,
         request: &AssumeRoleRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, StsError>> + Send;
+
+    /// A cheap call that succeeds whenever STS answers the proxy at all
+    /// (GetCallerIdentity: no permission needed, same credentials and
+    /// endpoint as AssumeRole). It tells an STS outage from a refusal of one
+    /// role; the cache calls it only while some role waits for STS.
+    fn probe(&self) -> impl Future<Output = Result<(), StsError>> + Send;
 }
 
 /// Where and how to reach STS.
@@ -201,6 +301,7 @@ impl AssumeRole for AwsSts {
                         code: "InvalidTag".into(),
                         message: e.to_string(),
                         request_id: None,
+                        http_status: None,
                     })?;
             call = call.tags(tag);
         }
@@ -220,6 +321,7 @@ impl AssumeRole for AwsSts {
                 code,
                 message,
                 request_id: e.request_id().map(str::to_owned),
+                http_status: e.raw_response().map(|r| r.status().as_u16()),
             }
         })?;
         let creds = out.credentials().ok_or_else(|| StsError::NoCredentials {
@@ -239,5 +341,62 @@ impl AssumeRole for AwsSts {
             request_id: out.request_id().map(str::to_owned),
             rendered: RenderedBodies::default(),
         })
+    }
+
+    async fn probe(&self) -> Result<(), StsError> {
+        self.caller_identity().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(code: &str, http_status: Option<u16>) -> StsError {
+        StsError::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+            code: code.into(),
+            message: "m".into(),
+            request_id: None,
+            http_status,
+        }
+    }
+
+    #[test]
+    fn failures_say_whether_sts_or_the_role_is_at_fault() {
+        use FailureKind::*;
+        for (code, status, kind) in [
+            // No answer, or STS itself failing: over when STS answers.
+            ("Unreachable", None, Unavailable),
+            ("InternalFailure", Some(500), Unavailable),
+            ("ServiceUnavailable", Some(503), Unavailable),
+            ("Unknown", Some(502), Unavailable),
+            ("SomethingNew", Some(504), Unavailable),
+            // The proxy's own credentials: GetCallerIdentity fails alike.
+            ("InvalidClientTokenId", Some(403), Unavailable),
+            ("ExpiredToken", Some(400), Unavailable),
+            // Slow down.
+            ("Throttling", Some(400), Throttled),
+            ("RequestLimitExceeded", Some(400), Throttled),
+            ("SomethingNew", Some(429), Throttled),
+            // STS answered about this role.
+            ("AccessDenied", Some(403), Refused),
+            ("ValidationError", Some(400), Refused),
+            ("RegionDisabledException", Some(403), Refused),
+            ("SomethingNew", Some(400), Refused),
+        ] {
+            assert_eq!(failed(code, status).kind(), kind, "{code} {status:?}");
+        }
+        let none = StsError::NoCredentials {
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+        };
+        assert_eq!(none.kind(), Refused);
+        let waiting = StsError::NotAnsweredYet {
+            role_arn: "arn:aws:iam::123456789012:role/dev".into(),
+            waited: Duration::from_secs(5),
+        };
+        assert_eq!(waiting.kind(), Unavailable);
+        assert_eq!(waiting.code(), "ServiceUnavailable");
+        assert!(waiting.to_string().contains("5000 ms"), "{waiting}");
     }
 }

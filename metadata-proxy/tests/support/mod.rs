@@ -114,9 +114,13 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// A moto on a given port: STS coming back where it was.
+    pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
-        let port = free_port();
         let child = Command::new(MOTO)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(fs::File::create(&log).unwrap())
@@ -220,6 +224,17 @@ impl TestContainer {
         ip: Option<Ipv4Addr>,
         labelled: bool,
     ) -> Self {
+        Self::start_on_network(NETWORK, user, role, ip, labelled)
+    }
+
+    /// [`TestContainer::start_with_labels`] on another network.
+    pub fn start_on_network(
+        network: &str,
+        user: &str,
+        role: Option<&str>,
+        ip: Option<Ipv4Addr>,
+        labelled: bool,
+    ) -> Self {
         use sha2::Digest;
         let name = format!("bastion-{user}");
         let token = hex::encode(rand::random::<[u8; 32]>());
@@ -230,7 +245,7 @@ impl TestContainer {
             "--name".into(),
             name.clone(),
             "--network".into(),
-            NETWORK.into(),
+            network.into(),
         ];
         if let Some(ip) = ip {
             args.extend(["--ip".into(), ip.to_string()]);
@@ -268,7 +283,7 @@ impl TestContainer {
         let ip: Ipv4Addr = docker(&[
             "inspect",
             "--format",
-            &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
             &id,
         ])
         .parse()
@@ -294,6 +309,27 @@ impl TestContainer {
         }
         c.arg(&self.id).args(cmd);
         run(&mut c)
+    }
+
+    /// Why the container may have stopped answering: its state, and a
+    /// hint when it is no longer running (something else stopped it: an
+    /// installed bastiond's reaper stops every `bastion.user` container
+    /// whose user has had no session for `idle_stop_after`).
+    pub fn diagnosis(&self) -> String {
+        let (_, state, _) = run(Command::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.State.Status}}",
+            &self.id,
+        ]));
+        if state == "running" {
+            format!("container {} is running", self.name)
+        } else {
+            format!(
+                "container {} is {state:?}: stopped behind the test's back (is a bastiond running whose reaper stops idle bastion.user containers? see /var/log/bastion/bastiond.log)",
+                self.name
+            )
+        }
     }
 
     pub fn remove(&self) {
@@ -405,6 +441,20 @@ pub fn from_container(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
+    try_from_container(c, addr, method, host, path, headers)
+        .unwrap_or_else(|e| panic!("request from the container failed: {e}"))
+}
+
+/// [`from_container`], returning a failed connection instead of panicking
+/// (waiting for a proxy to listen).
+pub fn try_from_container(
+    c: &TestContainer,
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
     let (method, host, path) = (method.to_owned(), host.to_owned(), path.to_owned());
     let headers: Vec<(String, String)> = headers
         .iter()
@@ -417,7 +467,6 @@ pub fn from_container(
             .collect();
         http(addr, &method, &host, &path, &headers)
     })
-    .unwrap_or_else(|e| panic!("request from the container failed: {e}"))
 }
 
 /// The caller ARN STS (moto) sees for these credentials.
@@ -455,5 +504,123 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The network of the STS fault tests (tests/sts_faults.rs): their own, so
+/// that they never compete with the other tests (or an installed proxy) for
+/// a listening address. No DNAT: the tests call the proxy at its own
+/// address from inside a container, as the DNAT would deliver it.
+pub const FAULTS_NETWORK: &str = "bastion-mpf";
+pub const FAULTS_SUBNET: &str = "172.30.201.0/24";
+pub const FAULTS_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 30, 201, 1);
+
+/// Root, Docker, the user image, moto and [`FAULTS_NETWORK`].
+pub fn faults_prerequisites() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the metadata proxy's integration tests run as root (Docker, network namespaces): run them with sudo, e.g. `sudo ./test.sh`"
+        );
+        let (ok, _, err) = run(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]));
+        assert!(
+            ok,
+            "the Docker Engine does not answer ({err}): `apt-get install docker.io` and start dockerd (`provisioning/bastion-service start dockerd`)"
+        );
+        let (ok, _, _) = run(Command::new("docker").args(["image", "inspect", IMAGE]));
+        assert!(
+            ok,
+            "the user image {IMAGE} is missing: build it with image/build.sh (provisioning/install.sh --test does)"
+        );
+        assert!(
+            Path::new(MOTO).exists(),
+            "moto is missing: `python3 -m venv /opt/bastion/moto && /opt/bastion/moto/bin/pip install 'moto[server]'` (provisioning/sts-demo.sh install does it)"
+        );
+        let (exists, _, _) = run(Command::new("docker").args(["network", "inspect", FAULTS_NETWORK]));
+        if !exists {
+            let bridge = format!("com.docker.network.bridge.name={FAULTS_NETWORK}");
+            let gateway = FAULTS_GATEWAY.to_string();
+            docker(&[
+                "network", "create", "--driver", "bridge",
+                "--subnet", FAULTS_SUBNET, "--gateway", &gateway,
+                "--opt", &bridge,
+                "--opt", "com.docker.network.bridge.enable_icc=false",
+                "--label", "bastion.test=metadata-proxy",
+                FAULTS_NETWORK,
+            ]);
+        }
+    });
+}
+
+/// One connection a [`SilentSts`] accepted.
+#[derive(Debug, Clone)]
+pub struct HeldConnection {
+    /// What the client sent (an STS query-protocol request: the body
+    /// names the action, e.g. `Action=GetCallerIdentity`).
+    pub received: String,
+    pub opened: Instant,
+    /// When the client gave up and closed it; `None` while it waits.
+    pub closed: Option<Instant>,
+}
+
+/// A hanging STS: a real TCP listener that accepts every connection, reads
+/// what the client sends and never answers (a real fault, not a mock: an
+/// endpoint behind a black-holing middlebox or a wedged server looks
+/// exactly so). It records each connection, and when the client closed it.
+pub struct SilentSts {
+    pub port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<HeldConnection>>>,
+}
+
+impl SilentSts {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<HeldConnection>::new()));
+        let record = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let index = {
+                    let mut all = record.lock().unwrap();
+                    all.push(HeldConnection {
+                        received: String::new(),
+                        opened: Instant::now(),
+                        closed: None,
+                    });
+                    all.len() - 1
+                };
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => record.lock().unwrap()[index]
+                                .received
+                                .push_str(&String::from_utf8_lossy(&buf[..n])),
+                        }
+                    }
+                    record.lock().unwrap()[index].closed = Some(Instant::now());
+                });
+            }
+        });
+        Self { port, connections }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The connections so far whose request contains `action`.
+    pub fn held(&self, action: &str) -> Vec<HeldConnection> {
+        self.connections
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.received.contains(action))
+            .cloned()
+            .collect()
     }
 }

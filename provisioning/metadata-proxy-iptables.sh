@@ -4,7 +4,7 @@
 #
 #   provisioning/metadata-proxy-iptables.sh apply|remove|check
 #       [--bridge bastion0] [--gateway 172.30.0.1] [--port 8775]
-#       [--users-bridges bst+] [--users-subnet 172.31.0.0/16]
+#       [--users-bridges bst+|none] [--users-subnet 172.31.0.0/16]
 #       [--allow-tcp PORT]...
 #
 # apply   From the bridges (BRIDGE, the gateway's, and every user's own,
@@ -74,7 +74,8 @@ die() {
 
 [[ "$bridge" =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "--bridge must be a Linux interface name, got '$bridge'"
 [[ "$gateway" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]] || die "--gateway must be an IPv4 address, got '$gateway'"
-[[ "$users_bridges" =~ ^[A-Za-z0-9_.-]{1,14}\+?$ ]] || die "--users-bridges must be an interface name or prefix followed by +, got '$users_bridges'"
+[[ "$users_bridges" == none || "$users_bridges" =~ ^[A-Za-z0-9_.-]{1,14}\+?$ ]] ||
+    die "--users-bridges must be an interface name, a prefix followed by +, or none; got '$users_bridges'"
 [[ "$users_subnet" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ ]] || die "--users-subnet must be an IPv4 CIDR, got '$users_subnet'"
 for p in "$port" "${allow_tcp[@]}"; do
     if ! [[ "$p" =~ ^[0-9]{1,5}$ ]] || ((p < 1 || p > 65535)); then
@@ -113,7 +114,9 @@ rules() {
 # Jumps from the built-in chains, for each bridge: "TOOL TABLE CHAIN RULE...".
 jumps() {
     local i
-    for i in "$bridge" "$users_bridges"; do
+    local bridges=("$bridge")
+    [[ "$users_bridges" == none ]] || bridges+=("$users_bridges")
+    for i in "${bridges[@]}"; do
         echo "4 nat PREROUTING -i $i -m comment --comment $COMMENT -j $NAT"
         echo "4 filter INPUT -i $i -m comment --comment $COMMENT -j $INPUT_CHAIN"
         echo "4 filter DOCKER-USER -i $i -m comment --comment $COMMENT -j $FWD"

@@ -16,17 +16,16 @@ struct Args {
     /// The bastion configuration file (root-owned, not group/world-writable).
     #[arg(long, default_value = bastion::config::DEFAULT_PATH)]
     config: PathBuf,
+    /// How log lines look on stderr (no colours unless it is a terminal).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: bastion::logging::Format,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    bastion::logging::init(args.log_format);
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bastion-metadata-proxy: {}", chain(&error));

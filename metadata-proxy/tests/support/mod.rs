@@ -98,7 +98,7 @@ pub fn prerequisites() {
         }
         let script = repo_root().join("provisioning/metadata-proxy-iptables.sh");
         let port = PROXY_PORT.to_string();
-        let (ok, out, err) = run(Command::new(&script).args(["apply", "--bridge", NETWORK, "--gateway", GATEWAY, "--port", &port]));
+        let (ok, out, err) = run(Command::new(&script).args(["apply", "--bridge", NETWORK, "--gateway", GATEWAY, "--port", &port, "--users-bridges", "none"]));
         assert!(ok, "{} apply failed: {out} {err}", script.display());
     });
 }

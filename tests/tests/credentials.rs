@@ -379,17 +379,12 @@ for s in held:
 print("closed", closed, flush=True)
 time.sleep(20)
 "#;
-    let mut hog = ssh(&u, &["-T"], &[&format!("python3 - <<'PY'\n{script}\nPY")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut hog = spawn_remote(
+        &u,
+        &format!("python3 - <<'PY'\n{script}\nPY"),
+        std::process::Stdio::null(),
+    );
+    let line = first_line(&mut hog);
     let closed: usize = line
         .trim()
         .strip_prefix("closed ")

@@ -322,18 +322,7 @@ fn a_broker_restart_tells_live_sessions_why_and_keeps_real_exit_codes() {
     let _serial = serial();
     let u = user("bt-rec-restart");
     let marker = format!("brokerstop{}", std::process::id());
-    let live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(20), || {
-        audit_events().iter().any(|e| {
-            e["event"] == "session.start"
-                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
-        })
-    }));
+    let live = live_marked_session(&u, &marker);
     // Short commands finishing all around the restart.
     let racers: Vec<_> = (0..12)
         .map(|i| {
@@ -377,18 +366,7 @@ fn a_docker_restart_mid_session_is_an_error_ending_not_an_exit_code() {
     let _serial = serial();
     let u = user("bt-dockerbounce");
     let marker = format!("dockerbounce{}", std::process::id());
-    let live = ssh(&u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(20), || {
-        audit_events().iter().any(|e| {
-            e["event"] == "session.start"
-                && e["command"].as_str().is_some_and(|c| c.contains(&marker))
-        })
-    }));
+    let live = live_marked_session(&u, &marker);
     service("stop", "dockerd");
     service("start", "dockerd");
     let out = live.wait_with_output().unwrap();
@@ -421,23 +399,12 @@ fn an_unwritable_audit_log_at_a_sessions_end_loses_nothing() {
     let _serial = serial();
     let u = user("bt-auditlock");
     let marker = format!("auditlock{}", std::process::id());
-    let mut live = ssh(
+    let mut live = spawn_remote(
         &u,
-        &["-T"],
-        &[&format!("echo {marker}; read line; echo got-$line; exit 7")],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(live.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    assert_eq!(first.trim(), marker);
+        &format!("echo {marker}; read line; echo got-$line; exit 7"),
+        Stdio::piped(),
+    );
+    assert_eq!(first_line(&mut live), marker);
     struct Unlock;
     impl Drop for Unlock {
         fn drop(&mut self) {

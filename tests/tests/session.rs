@@ -429,18 +429,8 @@ fn hitting_the_process_limit_is_reported_and_recoverable() {
     let u = user("bt-limits");
     remove_container(&u);
     // One session fills the container's process table (pids = 40)...
-    let mut hog = ssh(&u, &["-T"], &[&fork_until_refused(300, 300)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut hog = spawn_remote(&u, &fork_until_refused(300, 300), Stdio::null());
+    let line = first_line(&mut hog);
     let started: usize = line.trim().parse().unwrap();
     assert!(started < 40, "pids = 40 holds: {started}");
     // ...so a new session's commands cannot start (the kernel still lets

@@ -65,40 +65,21 @@ pub fn repo_root() -> PathBuf {
 pub fn prerequisites() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the metadata proxy's integration tests run as root (Docker, iptables, network namespaces): run them with sudo, e.g. `sudo ./test.sh`"
-        );
-        let (ok, _, err) = run(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]));
-        assert!(
-            ok,
-            "the Docker Engine does not answer ({err}): `apt-get install docker.io` and start dockerd (`provisioning/bastion-service start dockerd`)"
-        );
-        let (ok, _, _) = run(Command::new("docker").args(["image", "inspect", IMAGE]));
-        assert!(
-            ok,
-            "the user image {IMAGE} is missing: build it with image/build.sh (provisioning/install.sh --test does)"
-        );
-        assert!(
-            Path::new(MOTO).exists(),
-            "moto is missing: `python3 -m venv /opt/bastion/moto && /opt/bastion/moto/bin/pip install 'moto[server]'` (provisioning/sts-demo.sh install does it)"
-        );
-        let (exists, _, _) = run(Command::new("docker").args(["network", "inspect", NETWORK]));
-        if !exists {
-            // As bastiond creates bastion0.
-            let bridge = format!("com.docker.network.bridge.name={NETWORK}");
-            docker(&[
-                "network", "create", "--driver", "bridge",
-                "--subnet", SUBNET, "--gateway", GATEWAY,
-                "--opt", &bridge,
-                "--opt", "com.docker.network.bridge.enable_icc=false",
-                "--label", "bastion.network=true",
-                NETWORK,
-            ]);
-        }
+        root_docker_image_moto();
+        ensure_network(NETWORK, SUBNET, GATEWAY, "bastion.network=true");
         let script = repo_root().join("provisioning/metadata-proxy-iptables.sh");
         let port = PROXY_PORT.to_string();
-        let (ok, out, err) = run(Command::new(&script).args(["apply", "--bridge", NETWORK, "--gateway", GATEWAY, "--port", &port, "--users-bridges", "none"]));
+        let (ok, out, err) = run(Command::new(&script).args([
+            "apply",
+            "--bridge",
+            NETWORK,
+            "--gateway",
+            GATEWAY,
+            "--port",
+            &port,
+            "--users-bridges",
+            "none",
+        ]));
         assert!(ok, "{} apply failed: {out} {err}", script.display());
     });
 }
@@ -519,38 +500,63 @@ pub const FAULTS_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 30, 201, 1);
 pub fn faults_prerequisites() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the metadata proxy's integration tests run as root (Docker, network namespaces): run them with sudo, e.g. `sudo ./test.sh`"
+        root_docker_image_moto();
+        let gateway = FAULTS_GATEWAY.to_string();
+        ensure_network(
+            FAULTS_NETWORK,
+            FAULTS_SUBNET,
+            &gateway,
+            "bastion.test=metadata-proxy",
         );
-        let (ok, _, err) = run(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]));
-        assert!(
-            ok,
-            "the Docker Engine does not answer ({err}): `apt-get install docker.io` and start dockerd (`provisioning/bastion-service start dockerd`)"
-        );
-        let (ok, _, _) = run(Command::new("docker").args(["image", "inspect", IMAGE]));
-        assert!(
-            ok,
-            "the user image {IMAGE} is missing: build it with image/build.sh (provisioning/install.sh --test does)"
-        );
-        assert!(
-            Path::new(MOTO).exists(),
-            "moto is missing: `python3 -m venv /opt/bastion/moto && /opt/bastion/moto/bin/pip install 'moto[server]'` (provisioning/sts-demo.sh install does it)"
-        );
-        let (exists, _, _) = run(Command::new("docker").args(["network", "inspect", FAULTS_NETWORK]));
-        if !exists {
-            let bridge = format!("com.docker.network.bridge.name={FAULTS_NETWORK}");
-            let gateway = FAULTS_GATEWAY.to_string();
-            docker(&[
-                "network", "create", "--driver", "bridge",
-                "--subnet", FAULTS_SUBNET, "--gateway", &gateway,
-                "--opt", &bridge,
-                "--opt", "com.docker.network.bridge.enable_icc=false",
-                "--label", "bastion.test=metadata-proxy",
-                FAULTS_NETWORK,
-            ]);
-        }
     });
+}
+
+/// Root, a Docker Engine that answers, the user image and moto.
+fn root_docker_image_moto() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the metadata proxy's integration tests run as root (Docker, iptables, network namespaces): run them with sudo, e.g. `sudo ./test.sh`"
+    );
+    let (ok, _, err) = run(Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]));
+    assert!(
+        ok,
+        "the Docker Engine does not answer ({err}): `apt-get install docker.io` and start dockerd (`provisioning/bastion-service start dockerd`)"
+    );
+    let (ok, _, _) = run(Command::new("docker").args(["image", "inspect", IMAGE]));
+    assert!(
+        ok,
+        "the user image {IMAGE} is missing: build it with image/build.sh (provisioning/install.sh --test does)"
+    );
+    assert!(
+        Path::new(MOTO).exists(),
+        "moto is missing: `python3 -m venv /opt/bastion/moto && /opt/bastion/moto/bin/pip install 'moto[server]'` (provisioning/sts-demo.sh install does it)"
+    );
+}
+
+/// A bridge network `name` (also the Linux bridge's name) without traffic
+/// between its containers, made unless it exists.
+fn ensure_network(name: &str, subnet: &str, gateway: &str, label: &str) {
+    let (exists, _, _) = run(Command::new("docker").args(["network", "inspect", name]));
+    if !exists {
+        let bridge = format!("com.docker.network.bridge.name={name}");
+        docker(&[
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            subnet,
+            "--gateway",
+            gateway,
+            "--opt",
+            &bridge,
+            "--opt",
+            "com.docker.network.bridge.enable_icc=false",
+            "--label",
+            label,
+            name,
+        ]);
+    }
 }
 
 /// One connection a [`SilentSts`] accepted.

@@ -409,21 +409,32 @@ pub fn service(action: &str, name: &str) {
     run_ok(Command::new(repo().join("provisioning/bastion-service")).args([action, name]));
 }
 
-/// Starts `echo MARKER; exec sleep 1000` over ssh and returns once the
-/// session printed its marker (so it is live in its container).
-pub fn live_marked_session(u: &User, marker: &str) -> std::process::Child {
-    let mut child = ssh(u, &["-T"], &[&format!("echo {marker}; exec sleep 1000")])
-        .stdin(Stdio::null())
+/// Starts `remote` over ssh (no TTY) with stdout and stderr piped.
+pub fn spawn_remote(u: &User, remote: &str, stdin: Stdio) -> std::process::Child {
+    ssh(u, &["-T"], &[remote])
+        .stdin(stdin)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The first line `child` prints on stdout (waits for it).
+pub fn first_line(child: &mut std::process::Child) -> String {
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
         &mut line,
     )
     .unwrap();
-    assert_eq!(line.trim(), marker);
+    line.trim_end().to_owned()
+}
+
+/// Starts `echo MARKER; exec sleep 1000` over ssh and returns once the
+/// session printed its marker (so it is live in its container).
+pub fn live_marked_session(u: &User, marker: &str) -> std::process::Child {
+    let mut child = spawn_remote(u, &format!("echo {marker}; exec sleep 1000"), Stdio::null());
+    assert_eq!(first_line(&mut child), marker);
     child
 }
 

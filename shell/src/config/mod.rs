@@ -51,13 +51,16 @@ pub struct Problem {
 }
 
 impl std::fmt::Display for Problem {
+    /// Shown escaped: key and message quote the file's text, and control
+    /// characters in it must not reach the terminal raw.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.line, &self.key) {
-            (Some(line), Some(key)) => write!(f, "line {line}, key `{key}`: {}", self.message),
-            (Some(line), None) => write!(f, "line {line}: {}", self.message),
-            (None, Some(key)) => write!(f, "key `{key}`: {}", self.message),
-            (None, None) => write!(f, "{}", self.message),
-        }
+        let text = match (&self.line, &self.key) {
+            (Some(line), Some(key)) => format!("line {line}, key `{key}`: {}", self.message),
+            (Some(line), None) => format!("line {line}: {}", self.message),
+            (None, Some(key)) => format!("key `{key}`: {}", self.message),
+            (None, None) => self.message.clone(),
+        };
+        f.write_str(&crate::review::terminal_safe::escape(&text))
     }
 }
 
@@ -166,6 +169,17 @@ pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_with_control_characters_is_shown_escaped() {
+        let problem = Config::parse("[bastiond]\n\"a\\u001b]0;x\\u0007\" = 1\n").unwrap_err();
+        let shown = problem.to_string();
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("unknown field `a\\x1b]0;x\\x07`"), "{shown}");
+    }
 
     #[test]
     fn an_empty_file_gives_the_defaults() {

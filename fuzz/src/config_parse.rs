@@ -1,0 +1,86 @@
+//! Target `config_parse`: `bastion.toml` parsing and validation
+//! ([`bastion::config::Config::parse`]).
+//!
+//! Input format: the file's text (invalid UTF-8 replaced with U+FFFD, as a
+//! file read as text would be refused before parsing).
+//!
+//! Properties (besides "never panics"):
+//! - an error has a message, a line within the text (when it names one)
+//!   and a non-empty key (when it names one; empty only for TOML's empty
+//!   quoted key, `"" = 1`);
+//! - when the text is valid TOML (so the problem is a key, a type or a
+//!   value), the error names the key or the line;
+//! - a config that parses resolves users without panicking: root is always
+//!   refused, a user named in `allow_users` always allowed, and the
+//!   bridge's gateway lies in its subnet.
+
+use bastion::config::{Config, ResolveError};
+
+pub fn check(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match Config::parse(&text) {
+        Ok(config) => check_config(&config),
+        Err(problem) => {
+            let shown = problem.to_string();
+            assert!(
+                !problem.message.trim().is_empty(),
+                "an error without a message: {shown:?}"
+            );
+            let lines = text.lines().count().max(1);
+            if let Some(line) = problem.line {
+                // One past the last line: an error at the very end of a
+                // text that ends with a newline.
+                assert!(
+                    (1..=lines + 1).contains(&line),
+                    "line {line} of a {lines}-line text: {shown:?}"
+                );
+            }
+            if let Some(key) = &problem.key {
+                // TOML allows an empty quoted key (`"" = 1`): then, and
+                // only then, the key named may be empty.
+                assert!(
+                    !key.is_empty() || text.contains("\"\"") || text.contains("''"),
+                    "an empty key named: {shown:?}"
+                );
+            }
+            if text.parse::<toml::Table>().is_ok() {
+                assert!(
+                    problem.key.is_some() || problem.line.is_some(),
+                    "an error in valid TOML that names neither a key nor a line: {shown:?}\n--- text ---\n{text}"
+                );
+            }
+        }
+    }
+}
+
+fn check_config(config: &Config) {
+    let bastiond = &config.bastiond;
+    let groups: Vec<String> = bastiond
+        .allow_groups
+        .iter()
+        .chain(bastiond.groups.keys())
+        .cloned()
+        .collect();
+    assert_eq!(
+        bastiond.resolve("root", 0, &groups),
+        Err(ResolveError::Root),
+        "uid 0 is always refused"
+    );
+    for user in bastiond.allow_users.iter().chain(bastiond.users.keys()) {
+        let resolved = bastiond.resolve(user, 1000, &groups);
+        if bastiond.allow_users.contains(user) {
+            assert!(resolved.is_ok(), "{user} is in allow_users: {resolved:?}");
+        }
+    }
+    let _ = bastiond.resolve("nobody-in-particular", 1000, &[]);
+    let network = &bastiond.network;
+    assert!(
+        network.subnet.contains(&network.gateway()),
+        "gateway {} outside {}",
+        network.gateway(),
+        network.subnet
+    );
+    if let Some(banner) = config.recording.banner() {
+        assert!(!banner.is_empty() && banner.trim_end() == banner);
+    }
+}

@@ -212,6 +212,8 @@ class RequestHandler(MotoRequestHandler):
 
     def log_request(self, code="-", size="-"):
         path = getattr(self, "path", "?").split("?", 1)[0]
+        if len(path) > 200:  # a client chooses the path: bound the line
+            path = path[:200] + f"…[{len(path)} chars]"
         command = getattr(self, "command", "?")
         line = f"{command} {path}".translate({c: f"\\x{c:02x}" for c in range(32)})
         self.log("info", '"%s" %s %s', line, code, size)

@@ -10,7 +10,8 @@
 #   provisioning/sts-demo.sh run       run it in the foreground (systemd unit)
 #
 # It listens on 127.0.0.1:PORT (the metadata proxy's sts_endpoint: all of
-# moto, its admin API /moto-api/ included) and on GATEWAY:PORT (the users'
+# moto, its admin API /moto-api/ included; only root may connect there, an
+# iptables owner match refuses every other local account) and on GATEWAY:PORT (the users'
 # containers: bastiond sets AWS_ENDPOINT_URL_STS to http://GATEWAY:PORT; the
 # iptables script must then be applied with --allow-tcp PORT), where it
 # answers sts:GetCallerIdentity only and refuses everything else with a 403
@@ -67,8 +68,19 @@ run() {
     exec "$venv/bin/python" "$server_py" "$port" 127.0.0.1 "$gateway"
 }
 
+# Loopback serves all of moto (every issued secret, AssumeRole into any
+# role): only root (the metadata proxy) may connect to it; other local
+# accounts are refused by the kernel.
+guard_loopback() {
+    command -v iptables >/dev/null || return 0
+    local rule=(OUTPUT -o lo -p tcp -d 127.0.0.1 --dport "$port" -m owner ! --uid-owner 0
+        -m comment --comment bastion-sts-demo -j REJECT --reject-with tcp-reset)
+    iptables -w -C "${rule[@]}" 2>/dev/null || iptables -w -I "${rule[@]}"
+}
+
 start() {
     [[ $EUID -eq 0 ]] || die "must run as root"
+    guard_loopback
     install
     if answers; then
         echo "sts-demo: already answering on 127.0.0.1:$port"

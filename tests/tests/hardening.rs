@@ -244,6 +244,10 @@ if query(rev, 12):
     print("FOUND ptr", rev)
 PY
 ip neigh 2>/dev/null | grep -v FAILED | grep -q . && ip neigh | sed 's/^/neighbour /'
+# The host's block devices (each home is a loop device named after its user).
+cat /sys/block/loop*/loop/backing_file /sys/class/block/*/loop/backing_file 2>/dev/null | sed 's/^/FOUND backing /'
+grep -h loop /proc/diskstats /proc/partitions 2>/dev/null | sed 's/^/FOUND disk /'
+ls /sys/fs/ext4 2>/dev/null | grep . | sed 's/^/FOUND ext4 /'
 echo done
 "#,
         a = a.name,

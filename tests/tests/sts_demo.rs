@@ -563,3 +563,25 @@ fn loopback_serves_the_full_api_and_shares_its_state_with_the_gateway() {
         "{body}"
     );
 }
+
+/// issue 9, class 8, from the host: loopback serves all of moto (every
+/// issued secret, AssumeRole into any role) to root only (the metadata
+/// proxy); any other local account is refused by the kernel.
+#[test]
+fn other_host_accounts_cannot_reach_the_full_api_on_loopback() {
+    let out = run_ok(std::process::Command::new("setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        "import urllib.request\nfor p in ['/moto-api/data.json', '/']:\n    try:\n        urllib.request.urlopen('http://127.0.0.1:5000' + p, timeout=5)\n        print('REACHED', p)\n    except Exception as e:\n        print('refused', type(e).__name__)\n",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("REACHED"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("refused")).count(),
+        2,
+        "{text}"
+    );
+}

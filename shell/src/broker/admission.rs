@@ -30,6 +30,7 @@ pub struct Admission {
 enum Kind {
     Refused,
     BadRequest,
+    LoginRefused,
 }
 
 #[derive(Debug)]
@@ -111,6 +112,15 @@ impl Admission {
         }
     }
 
+    /// Logs that `uid` was refused a session (not allowed, unknown): any
+    /// local account can cause these, so rate limited like bad requests.
+    pub fn login_refused(&self, uid: u32, error: &dyn std::error::Error) {
+        let mut state = self.state.lock().expect("admission lock poisoned");
+        if let Some(count) = state.logged.due((uid, Kind::LoginRefused)) {
+            tracing::warn!(uid, count, %error, "login refused");
+        }
+    }
+
     /// Connections pending now (all uids).
     pub fn pending(&self) -> usize {
         self.state.lock().expect("admission lock poisoned").total
@@ -118,6 +128,11 @@ impl Admission {
 }
 
 impl Pending {
+    /// The admission this connection was admitted by.
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
+    }
+
     /// Logs that this connection's first frame was refused (rate limited).
     pub fn bad_request(&self, error: &dyn std::error::Error) {
         self.admission.bad_request(self.uid, error);

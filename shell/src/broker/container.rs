@@ -49,6 +49,33 @@ pub const KUBECONFIG_DIR_IN_CONTAINER: &str = "/etc/bastion/kubeconfigs";
 /// The uid:gid of a container's own processes (init, `sleep`): nobody.
 pub const CONTAINER_INIT_USER: &str = "65534:65534";
 
+/// Paths hidden inside containers: the Engine's own defaults (this list
+/// replaces them), and what tells of the host's block devices: every
+/// user's home is a loop device, whose backing file, I/O counters and
+/// count would name the other users and show when they work.
+pub const MASKED_PATHS: &[&str] = &[
+    // Docker's defaults.
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    // The host's block devices.
+    "/proc/diskstats",
+    "/proc/partitions",
+    "/sys/block",
+    "/sys/class/block",
+    "/sys/dev/block",
+    "/sys/devices/virtual/block",
+    "/sys/fs/ext4",
+];
+
 /// A user's running container.
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -656,6 +683,7 @@ fn build_spec(
             // No writable layer: nothing the user does can grow the
             // container's storage on the host's disk.
             readonly_rootfs: Some(true),
+            masked_paths: Some(MASKED_PATHS.iter().map(|p| (*p).to_owned()).collect()),
             tmpfs: Some(HashMap::from([
                 ("/tmp".to_owned(), tmp.clone()),
                 ("/var/tmp".to_owned(), tmp),

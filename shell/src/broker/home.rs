@@ -71,6 +71,7 @@ pub fn ensure(
     }
     let fresh = !image.exists();
     if fresh {
+        warn_if_overcommitted(state_dir, size);
         create_image(&image, size, who)?;
     } else {
         grow(&image, size)?;
@@ -172,6 +173,34 @@ fn run_ok_with(image: &Path, what: &str, cmd: &mut Command, ok: &[i32]) -> Resul
     })
 }
 
+/// Homes are sparse: together their limits may exceed the disk. Says so
+/// (once per new home) when they would not all fit in what is free.
+fn warn_if_overcommitted(state_dir: &Path, size: ByteSize) {
+    let images = state_dir.join("home-images");
+    let (promised, used): (u64, u64) = fs::read_dir(&images)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| (m.len(), m.blocks() * 512))
+                .fold((0, 0), |(p, u), (len, blocks)| (p + len, u + blocks))
+        })
+        .unwrap_or((0, 0));
+    let Ok(free) = crate::recording::free_space(state_dir) else {
+        return;
+    };
+    let unclaimed = (promised + size.as_u64()).saturating_sub(used);
+    if unclaimed > free {
+        tracing::warn!(
+            state_dir = %state_dir.display(),
+            homes_limit = %ByteSize::b(promised + size.as_u64()),
+            free = %ByteSize::b(free),
+            "the homes' limits together exceed the free space of their disk: full homes could fill it (put state_dir on a disk of its own, apart from the logs, or lower limits.home)"
+        );
+    }
+}
+
 /// A sparse file of `size`, with an ext4 file system whose root belongs to
 /// the user. Made under a temporary name, so a crash leaves no half-made
 /// image under the real one.
@@ -267,7 +296,9 @@ fn unmount(image: &Path, path: &Path) -> Result<(), HomeError> {
 
 fn mount(image: &Path, path: &Path) -> Result<(), HomeError> {
     let out = Command::new("mount")
-        .args(["-t", "ext4", "-o", "loop,nosuid,nodev"])
+        // discard: space the user frees goes back to the host's disk (the
+        // image is sparse), so a home does not keep what it once held.
+        .args(["-t", "ext4", "-o", "loop,nosuid,nodev,discard"])
         .arg(image)
         .arg(path)
         .output()

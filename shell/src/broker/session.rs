@@ -62,6 +62,12 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// A login refused for who the caller is (any local account can cause
+    /// these: their log lines are rate limited).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::NotAllowed(_) | Self::Identity(_))
+    }
+
     /// The one line the user sees.
     pub fn user_message(&self) -> String {
         match self {
@@ -115,12 +121,17 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, uid: u32, pending: P
         Ok(Err(e)) => return pending.bad_request(&e),
         Err(_) => return pending.bad_request(&RequestError::Timeout(deadline)),
     };
+    let admission = pending.admission();
     drop(pending);
     let (reader, mut writer) = stream.into_split();
     let reply = match run(&broker, uid, accepted, received, reader, &mut writer).await {
         Ok(()) => return,
         Err(e) => {
-            tracing::error!(uid, error = %error_chain(&e), "session failed");
+            if e.is_refusal() {
+                admission.login_refused(uid, &e);
+            } else {
+                tracing::error!(uid, error = %error_chain(&e), "session failed");
+            }
             ServerMessage::Error {
                 message: e.user_message(),
                 code: EXIT_BASTION_FAILURE,
@@ -184,10 +195,7 @@ async fn run(
     let config = broker.config.current();
     let settings = match config.bastiond.resolve(&who.name, who.uid, &who.groups) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(user = %who.name, uid, error = %e, "login refused");
-            return Err(e.into());
-        }
+        Err(e) => return Err(e.into()),
     };
     let session_id = new_session_id();
     let request = &received.request.clone();

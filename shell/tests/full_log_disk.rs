@@ -12,8 +12,10 @@ use std::process::Command;
 
 use bastion::audit::{AuditLog, EndedBy, SessionKind, SessionStart};
 use bastion::config::RecordingConfig;
+use bastion::recording::budget::Budgets;
 use bastion::recording::{OnLogFailure, SessionOutcome, SessionRecording};
 use bytesize::ByteSize;
+use std::sync::Arc;
 
 struct Mounted(PathBuf);
 
@@ -153,7 +155,6 @@ fn recordings_stop_at_the_reserve_and_the_audit_trail_keeps_its_room() {
         audit_log: log_dir.join("audit.jsonl"),
         syslog: false,
         reserve: ByteSize::mib(4),
-        user_budget: ByteSize::b(0),
         ..RecordingConfig::default()
     };
     let audit = AuditLog::open(&config.audit_log).unwrap();
@@ -204,15 +205,53 @@ fn a_users_recordings_stop_at_their_budget() {
         syslog: false,
         reserve: ByteSize::b(0),
         max_recording_bytes: ByteSize::mib(1),
-        user_budget: ByteSize::kib(1536),
         ..RecordingConfig::default()
     };
     let audit = AuditLog::open(&config.audit_log).unwrap();
+    let budgets = Arc::new(Budgets::default());
+    let budget = 1536 * 1024;
     let chunk = vec![b'z'; 64 * 1024];
+    // As bastiond does: a reservation, then a recording of at most its cap.
+    let session = |id: &str, user: &str| {
+        let reservation = budgets.reserve(
+            &log_dir,
+            user,
+            id,
+            budget,
+            config.max_recording_bytes.as_u64(),
+        )?;
+        let capped = RecordingConfig {
+            max_recording_bytes: ByteSize::b(reservation.cap),
+            ..config.clone()
+        };
+        let mut s = start(id);
+        s.user = user.into();
+        Ok::<_, bastion::recording::RecordingError>((
+            SessionRecording::begin(&capped, &audit, s, true).unwrap(),
+            reservation,
+        ))
+    };
+    // Sessions live at the same time share the budget too.
+    let (mut first, r1) = session("c-1", "alice").unwrap();
+    let (mut second, r2) = session("c-2", "alice").unwrap();
+    // (The first's header is on disk already: counted besides its cap.)
+    let both = r1.cap + r2.cap;
+    assert!(
+        both <= budget && both > budget - 4096,
+        "two live sessions split it: {both}"
+    );
+    assert!(session("c-3", "alice").is_err(), "a third gets nothing");
+    for _ in 0..32 {
+        first.output(&chunk);
+        second.output(&chunk);
+    }
+    first.end(&audit, exit0()).unwrap();
+    second.end(&audit, exit0()).unwrap();
+    drop((r1, r2));
     let mut refused = None;
     for n in 0..5 {
-        match SessionRecording::begin(&config, &audit, start(&format!("b-{n}")), true) {
-            Ok(mut s) => {
+        match session(&format!("b-{n}"), "alice") {
+            Ok((mut s, _reservation)) => {
                 for _ in 0..32 {
                     s.output(&chunk);
                 }
@@ -225,7 +264,6 @@ fn a_users_recordings_stop_at_their_budget() {
         }
     }
     let (n, err) = refused.expect("the budget ends the recordings");
-    assert!(n >= 1, "at least one session fit");
     assert!(err.to_string().contains("budget"), "{err}");
     let used = bastion::recording::user_usage(&log_dir, "alice");
     assert!(
@@ -233,16 +271,16 @@ fn a_users_recordings_stop_at_their_budget() {
         "{used} bytes used for a 1.5 MiB budget"
     );
     // Another user is not affected.
-    let mut bob = start("bob-1");
-    bob.user = "bob".into();
-    SessionRecording::begin(&config, &audit, bob, true)
-        .unwrap()
-        .end(&audit, exit0())
-        .unwrap();
+    let (bob, _r) = session("bob-1", "bob").unwrap();
+    bob.end(&audit, exit0()).unwrap();
     let starts = std::fs::read_to_string(&config.audit_log)
         .unwrap()
         .lines()
         .filter(|l| l.contains("session.start"))
         .count();
-    assert_eq!(starts, n + 1);
+    assert_eq!(
+        starts,
+        2 + n + 1,
+        "the two concurrent ones, those that fit, bob"
+    );
 }

@@ -45,12 +45,16 @@ fn the_chain_survives_the_shipped_logrotate_config() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../provisioning/logrotate-bastion"),
     )
     .unwrap();
-    assert!(shipped.contains("/var/log/bastion/audit.jsonl {"));
-    assert!(!shipped.lines().any(|l| l.trim() == "copytruncate"));
+    // The audit log's stanza alone (the daemons' logs have their own).
+    let start = shipped
+        .find("/var/log/bastion/audit.jsonl {")
+        .expect("a stanza for the audit log");
+    let stanza = &shipped[start..start + shipped[start..].find('}').unwrap() + 1];
+    assert!(!stanza.lines().any(|l| l.trim() == "copytruncate"));
     let config = dir.path().join("logrotate.conf");
     fs::write(
         &config,
-        shipped.replace("/var/log/bastion/audit.jsonl", log_path.to_str().unwrap()),
+        stanza.replace("/var/log/bastion/audit.jsonl", log_path.to_str().unwrap()),
     )
     .unwrap();
     let state = dir.path().join("state");

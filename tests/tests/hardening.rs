@@ -335,11 +335,56 @@ fn one_user_cannot_fill_the_disk() {
         "the host lost {} bytes",
         before.saturating_sub(after)
     );
-    // Their recordings stop at their budget (2 MiB here): the session
-    // that crosses it is capped, the next one refused with a clear line.
+    // Their recordings stop at their budget (2 MiB here). Sessions live at
+    // once share it: each reserves what its recording may take, so
+    // concurrent sessions cannot take more between them.
     let _ = bastionctl_prune(&u.name);
-    let out = ssh_run(&u, "head -c 3000000 /dev/zero | base64 -w 100; echo done");
-    assert!(out.status.success());
+    let concurrent: Vec<_> = (0..4)
+        .map(|_| {
+            let u = u.clone();
+            std::thread::spawn(move || {
+                ssh_run(&u, "sleep 2; head -c 600000 /dev/zero | base64 -w 100")
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = concurrent.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused_now = outcomes
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stderr).contains("used up their space"))
+        .count();
+    assert!(refused_now >= 1, "{outcomes:?}");
+    let used: u64 = std::fs::read_dir(format!("/var/log/bastion/sessions/{}", u.name))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        used <= (2 << 20) + (64 << 10),
+        "{used} bytes of recordings for a 2 MiB budget"
+    );
+    let _ = bastionctl_prune(&u.name);
+    // The session that reaches what its recording may take is ended
+    // (nothing of it goes unrecorded): what follows never reaches the
+    // client, and the user is told why.
+    let out = ssh_run(
+        &u,
+        "head -c 3000000 /dev/zero | base64 -w 100; echo AFTER-THE-CAP",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("AFTER-THE-CAP"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("could no longer be recorded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let refused = ssh_run(&u, "echo should-not-run");
     assert_eq!(refused.status.code(), Some(125), "{refused:?}");
     let stderr = String::from_utf8_lossy(&refused.stderr);

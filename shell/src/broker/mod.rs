@@ -189,6 +189,8 @@ pub struct Broker {
     pub containers: ContainerManager,
     pub docker_socket: PathBuf,
     pub live: Arc<LiveSessions>,
+    /// Users' recording budgets, reserved by their live sessions.
+    pub budgets: Arc<recording::budget::Budgets>,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
@@ -225,6 +227,7 @@ impl Broker {
             audit,
             docker_socket: socket,
             live: Arc::default(),
+            budgets: Arc::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         })

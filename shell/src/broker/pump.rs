@@ -18,7 +18,9 @@ pub const BUF_SIZE: usize = 128 * 1024;
 
 /// Sees what a session shows and is sent (the recording).
 pub trait Observer: Send + Sync {
-    fn output(&self, data: &[u8]);
+    /// Sees output before the client does; false: it can no longer be
+    /// recorded, so it must not reach the client (the session ends).
+    fn output(&self, data: &[u8]) -> bool;
     fn input(&self, data: &[u8]);
     fn resize(&self, size: WindowSize);
 }
@@ -27,7 +29,9 @@ pub trait Observer: Send + Sync {
 pub struct NoObserver;
 
 impl Observer for NoObserver {
-    fn output(&self, _: &[u8]) {}
+    fn output(&self, _: &[u8]) -> bool {
+        true
+    }
     fn input(&self, _: &[u8]) {}
     fn resize(&self, _: WindowSize) {}
 }
@@ -57,6 +61,8 @@ pub enum PumpEnd {
     SinkGone(io::Error),
     /// Reading the source failed.
     SourceFailed(io::Error),
+    /// The recording stopped: the output that did not fit was not passed on.
+    RecordingStopped,
 }
 
 /// SSH client → exec: copies stdin into the attach stream until EOF, then
@@ -99,7 +105,9 @@ pub async fn output_raw(
             Ok(n) => n,
             Err(e) => return PumpEnd::SourceFailed(e),
         };
-        observer.output(&buf[..n]);
+        if !observer.output(&buf[..n]) {
+            return PumpEnd::RecordingStopped;
+        }
         if let Err(e) = to.write_all(&buf[..n]).await {
             return PumpEnd::SinkGone(e);
         }
@@ -148,7 +156,9 @@ pub async fn output_multiplexed(
                         _ => None,
                     };
                     if let Some(target) = target {
-                        observer.output(data);
+                        if !observer.output(data) {
+                            return PumpEnd::RecordingStopped;
+                        }
                         if let Err(e) = target.write_all(data).await {
                             return PumpEnd::SinkGone(e);
                         }

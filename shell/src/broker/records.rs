@@ -28,6 +28,14 @@ pub fn remote_of(ssh_connection: Option<&str>) -> (Option<String>, Option<u16>) 
 pub struct RecordingObserver(pub Mutex<SessionRecording>);
 
 impl RecordingObserver {
+    /// Why the recording stopped, if it did.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_reason()
+    }
+
     fn with(&self, f: impl FnOnce(&mut SessionRecording)) {
         // A poisoned lock means a recorder panicked; keep the session going.
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -36,8 +44,9 @@ impl RecordingObserver {
 }
 
 impl Observer for RecordingObserver {
-    fn output(&self, data: &[u8]) {
-        self.with(|r| r.output(data));
+    fn output(&self, data: &[u8]) -> bool {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.output(data)
     }
 
     fn input(&self, data: &[u8]) {

@@ -33,7 +33,9 @@ use crate::config::ResolveError;
 use crate::protocol::{
     self, ClientMessage, EXIT_BASTION_FAILURE, Request, ServerMessage, WindowSize,
 };
-use crate::recording::{RecordingError, SessionLogError, SessionOutcome, SessionRecording};
+use crate::recording::{
+    OnLogFailure, RecordingError, SessionLogError, SessionOutcome, SessionRecording,
+};
 
 /// Why a session could not run. Each has a short message for the user
 /// ([`SessionError::user_message`]); the full error goes to the log.
@@ -109,6 +111,9 @@ pub enum Ending {
     Exit,
     ClientGone,
     BrokerShutdown,
+    /// The recording stopped (its cap, a write error, the log disk's
+    /// reserve): the session ends rather than go on unrecorded.
+    RecordingStopped,
 }
 
 /// Serves one connection from a `bastion-shell`, admitted as `pending`
@@ -258,12 +263,39 @@ async fn run(
     let record = plan.recorded();
     let audit = broker.audit.clone();
     let mut recording_config = config.recording.clone();
-    recording_config.user_budget = settings.limits.recordings;
+    let budgets = broker.budgets.clone();
+    let budget = settings.limits.recordings.as_u64();
     let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_counters);
     // The records are begun while the Engine creates the exec (it is only
-    // started once the records exist).
+    // started once the records exist). A recording takes at most what the
+    // user's budget leaves (held until the session ends).
     let begin = tokio::task::spawn_blocking(move || {
+        let (mut start, mut record) = (start, record);
+        let mut reservation = None;
+        if record {
+            match budgets.reserve(
+                &recording_config.log_dir,
+                &start.user,
+                &start.session_id,
+                budget,
+                recording_config.max_recording_bytes.as_u64(),
+            ) {
+                Ok(r) => {
+                    recording_config.max_recording_bytes = bytesize::ByteSize::b(r.cap);
+                    reservation = Some(r);
+                }
+                Err(e) if recording_config.on_log_failure == OnLogFailure::Refuse => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::error!(user = %start.user, error = %e, "SESSION IS NOT RECORDED (on_log_failure = \"allow\")");
+                    start.unrecorded_reason = Some(e.to_string());
+                    record = false;
+                }
+            }
+        }
         SessionRecording::begin_with_policy(&recording_config, &audit, start, record)
+            .map(|r| (r, reservation))
     });
     // The session's own cgroup exists before its exec does: the exec runs
     // nothing until it is inside (session_cgroup.rs).
@@ -292,7 +324,7 @@ async fn run(
         &session_id,
     );
     let (recording, exec_id) = tokio::join!(begin, exec);
-    let recording = match recording.expect("session records panicked") {
+    let (recording, _reservation) = match recording.expect("session records panicked") {
         Ok(r) => r,
         Err(e) => {
             drop(placing);
@@ -348,7 +380,8 @@ async fn run(
         }
     };
     phase("stream ended");
-    let finish = finish(broker, &exec_id, ending, &contained).await;
+    let stop_reason = recording.as_ref().and_then(RecordingObserver::stop_reason);
+    let finish = finish(broker, &exec_id, ending, &contained, stop_reason).await;
     phase("exit code read");
     let reply_frame = match &finish {
         Finish::Exited { code, .. } => Some(ServerMessage::Exit { code: *code }),
@@ -359,6 +392,12 @@ async fn run(
         }),
         Finish::EngineLost { .. } => Some(ServerMessage::Error {
             message: ENGINE_DOWN.into(),
+            code: EXIT_BASTION_FAILURE,
+        }),
+        Finish::RecordingStopped { reason, .. } => Some(ServerMessage::Error {
+            message: format!(
+                "your session was ended because it could no longer be recorded ({reason}); please start a new one"
+            ),
             code: EXIT_BASTION_FAILURE,
         }),
     };
@@ -448,6 +487,13 @@ enum Finish {
     /// The Engine went away (or forgot the exec) before the exit code was
     /// known: there is no exit code to report.
     EngineLost { error: String },
+    /// The recording stopped; the session was ended (its processes killed)
+    /// rather than go on unrecorded.
+    RecordingStopped {
+        code: Option<i32>,
+        killed: usize,
+        reason: String,
+    },
 }
 
 impl Finish {
@@ -480,14 +526,40 @@ impl Finish {
                 signal: None,
                 error: Some(error.clone()),
             },
+            Self::RecordingStopped {
+                code,
+                killed,
+                reason,
+            } => SessionOutcome {
+                ended_by: EndedBy::Error,
+                exit_code: *code,
+                signal: signal(*code, *killed),
+                error: Some(format!(
+                    "the recording stopped ({reason}): the session was ended so that nothing of it goes unrecorded"
+                )),
+            },
         }
     }
 }
 
 /// Reads how the session's exec ended, killing what is left of the
 /// session when it did not end by itself.
-async fn finish(broker: &Broker, exec_id: &str, ending: Ending, contained: &Contained) -> Finish {
+async fn finish(
+    broker: &Broker,
+    exec_id: &str,
+    ending: Ending,
+    contained: &Contained,
+    stop_reason: Option<String>,
+) -> Finish {
     match ending {
+        Ending::RecordingStopped => {
+            let killed = contained.kill().await;
+            Finish::RecordingStopped {
+                code: exit_code(broker, exec_id).await.ok(),
+                killed,
+                reason: stop_reason.unwrap_or_else(|| "it stopped".into()),
+            }
+        }
         Ending::Exit => match exit_code(broker, exec_id).await {
             Ok(code) => Finish::Exited { code, killed: 0 },
             Err(error) => {
@@ -664,6 +736,7 @@ async fn attach(
                 end = &mut output => break match end {
                     PumpEnd::SinkGone(_) => Ending::ClientGone,
                     PumpEnd::Eof | PumpEnd::SourceFailed(_) => Ending::Exit,
+                    PumpEnd::RecordingStopped => Ending::RecordingStopped,
                 },
                 end = &mut input, if !input_done => {
                     input_done = true;

@@ -41,11 +41,6 @@ pub struct RecordingConfig {
     /// trail: no recording is started, and a running one stops, when less
     /// is free. bastiond warns when less than twice this is free.
     pub reserve: ByteSize,
-    /// Space the session's user's recordings may take in all (`0`: no
-    /// limit). Not a key of this table: bastiond sets it for each session
-    /// from the user's `[bastiond.limits] recordings`.
-    #[serde(skip)]
-    pub user_budget: ByteSize,
     /// What to do when the logs cannot be written at session start.
     pub on_log_failure: OnLogFailure,
     /// Text shown at the start of interactive sessions (never in command,
@@ -63,7 +58,6 @@ impl Default for RecordingConfig {
             record_input: false,
             max_recording_bytes: ByteSize::mib(64),
             reserve: ByteSize::gib(1),
-            user_budget: ByteSize::b(0),
             on_log_failure: OnLogFailure::Refuse,
             banner: DEFAULT_BANNER.to_owned(),
             syslog: true,

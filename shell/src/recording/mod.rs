@@ -10,6 +10,7 @@
 //! [`session::SessionRecording`] ties a recording to the `session.start` /
 //! `session.end` audit events and to crash recovery.
 
+pub mod budget;
 pub mod cast;
 pub mod session;
 mod writer;
@@ -81,7 +82,7 @@ pub enum RecordingError {
         reserve: bytesize::ByteSize,
     },
     #[error(
-        "the recordings of {user} take {used}, their budget is {budget}: prune old ones (bastionctl sessions prune --user {user}) or raise [recording] user_budget"
+        "the recordings of {user} take {used}, their budget is {budget}: prune old ones (bastionctl sessions prune --user {user}) or raise [bastiond.limits] recordings"
     )]
     Budget {
         user: String,
@@ -366,6 +367,12 @@ impl Recorder {
         if !self.stopped && !data.is_empty() {
             self.text_event(b'o', data);
         }
+    }
+
+    /// Whether the recording has stopped (its cap, or a write error):
+    /// nothing more is recorded.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Input from the user; recorded only with `record_input`.

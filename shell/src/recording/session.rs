@@ -138,27 +138,12 @@ impl SessionRecording {
 
         let recorder = if record {
             let path = cast_path(&config.log_dir, &start.user, &start.session_id)?;
-            // The audit trail's reserve, and the user's budget: this
-            // recording may take what is left of it.
+            // The audit trail's reserve (the user's budget is bastiond's:
+            // budget.rs, which sets max_recording_bytes to what is left).
             super::check_reserve(&config.log_dir, config.reserve.as_u64())?;
-            let mut max_bytes = config.max_recording_bytes.as_u64();
-            let budget = config.user_budget.as_u64();
-            if budget > 0 {
-                // Room for a useful recording, not just its header.
-                let used = super::user_usage(&config.log_dir, &start.user);
-                if used + super::MIN_RECORDING_ROOM > budget {
-                    return Err(RecordingError::Budget {
-                        user: start.user.clone(),
-                        used: bytesize::ByteSize::b(used),
-                        budget: config.user_budget,
-                    }
-                    .into());
-                }
-                max_bytes = max_bytes.min(budget - used);
-            }
             let opts = RecorderOptions {
                 record_input: config.record_input,
-                max_bytes,
+                max_bytes: config.max_recording_bytes.as_u64(),
                 reserve: config.reserve.as_u64(),
             };
             let rec = Recorder::create(&path, &cast_header(&start, started), opts)?;
@@ -249,12 +234,29 @@ impl SessionRecording {
         &self.start
     }
 
-    /// Output from the session to the client.
-    pub fn output(&mut self, data: &[u8]) {
+    /// Output from the session to the client. Returns whether it is still
+    /// recorded (false once the recording stopped: its cap, or a write
+    /// error; always true for a session that is not recorded at all).
+    pub fn output(&mut self, data: &[u8]) -> bool {
         match &mut self.recorder {
-            Some(rec) => rec.output(data),
-            None => self.bytes_out += data.len() as u64,
+            Some(rec) => {
+                rec.output(data);
+                !rec.stopped()
+            }
+            None => {
+                self.bytes_out += data.len() as u64;
+                true
+            }
         }
+    }
+
+    /// Why the recording stopped, for the user and the record.
+    pub fn stop_reason(&self) -> Option<String> {
+        let rec = self.recorder.as_ref().filter(|r| r.stopped())?;
+        Some(match rec.error() {
+            Some(e) => e.to_string(),
+            None => "it reached its size limit (max_recording_bytes, or what the user's recordings budget left)".to_owned(),
+        })
     }
 
     /// Input from the client to the session.

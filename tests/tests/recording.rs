@@ -350,6 +350,56 @@ fn a_recorded_user_cannot_type_into_the_reviewers_terminal() {
     assert!(first.len() < 2000, "cast header is {} bytes", first.len());
 }
 
+/// issue 9, class 1 (found by the attacker review): another session of
+/// the same user cannot take over a live, unrecorded transfer (ptrace,
+/// /proc/PID/fd, signals) to use its channel as a shell: transfers run in
+/// the user's file-transfer container, where no other session can see them.
+#[test]
+fn a_transfer_cannot_be_taken_over_by_another_session() {
+    let u = e2e_user("bt-rec-hijack");
+    ssh_text(&u, "mkdir -p synced");
+    // A transfer held open (an rsync server waiting for its client).
+    let mut transfer = spawn_remote(
+        &u,
+        "rsync --server -vlogDtpre.iLsfxCIvu . synced/",
+        Stdio::piped(),
+    );
+    let files = format!("{}-files", container_of(&u));
+    let top = |c: &str| {
+        Command::new("docker")
+            .args(["top", c, "-eo", "pid,args"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || top(&files)
+            .contains("rsync --server")),
+        "the transfer runs in {files}"
+    );
+    // The review's attack, and the ways to find the server at all.
+    let attack = ssh_text(
+        &u,
+        r#"p=$(pgrep -o -x rsync); echo "found:${p:-none}";
+for d in /proc/[0-9]*; do case "$(readlink $d/exe 2>/dev/null)" in *rsync*|*scp*|*sftp-server*) echo "seen:$d";; esac; done;
+if [ -n "$p" ]; then kill -STOP $p; bash --norc -c 'echo HIJACKED' <>/proc/$p/fd/0 >/proc/$p/fd/1 2>&1; fi; echo done"#,
+    );
+    assert!(attack.contains("found:none"), "{attack}");
+    assert!(!attack.contains("seen:"), "{attack}");
+    let _ = transfer.stdin.take();
+    let out = transfer.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("HIJACKED"));
+    // The file-transfer container has no network and no credentials.
+    let inspect = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}} {{index .Config.Labels \"bastion.purpose\"}} {{range .Config.Env}}{{.}} {{end}}",
+        &files,
+    ]);
+    assert!(inspect.starts_with("none transfers "), "{inspect}");
+    assert!(!inspect.contains("AWS_"), "{inspect}");
+}
+
 #[test]
 fn a_killed_client_still_gets_a_complete_record() {
     let u = e2e_user("bt-rec-kill");

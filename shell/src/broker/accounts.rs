@@ -73,12 +73,21 @@ impl AccountFiles {
         }
     }
 
-    /// The read-only bind mounts of a container.
+    /// The read-only bind mounts of a shell container.
     pub fn binds(&self) -> [String; 3] {
+        let [passwd, group] = self.account_binds();
+        [
+            passwd,
+            group,
+            format!("{}:{TOKEN_PATH_IN_CONTAINER}:ro", self.token.display()),
+        ]
+    }
+
+    /// The account files alone (a file-transfer container: no token).
+    pub fn account_binds(&self) -> [String; 2] {
         [
             format!("{}:/etc/passwd:ro", self.passwd.display()),
             format!("{}:/etc/group:ro", self.group.display()),
-            format!("{}:{TOKEN_PATH_IN_CONTAINER}:ro", self.token.display()),
         ]
     }
 
@@ -89,6 +98,16 @@ impl AccountFiles {
         image: &ImageAccounts,
         who: &Identity,
         token: &[u8],
+    ) -> Result<(), AccountsError> {
+        self.write_accounts(image, who)?;
+        replace(&self.token, token, 0o400, Some((who.uid, who.gid)))
+    }
+
+    /// Writes the account files only (the token stays as it is).
+    pub fn write_accounts(
+        &self,
+        image: &ImageAccounts,
+        who: &Identity,
     ) -> Result<(), AccountsError> {
         let (passwd, group) = compose(image, who);
         if let Some(dir) = self.passwd.parent() {
@@ -102,8 +121,7 @@ impl AccountFiles {
                 })?;
         }
         replace(&self.passwd, passwd.as_bytes(), 0o644, None)?;
-        replace(&self.group, group.as_bytes(), 0o644, None)?;
-        replace(&self.token, token, 0o400, Some((who.uid, who.gid)))
+        replace(&self.group, group.as_bytes(), 0o644, None)
     }
 }
 

@@ -38,6 +38,9 @@ pub mod labels {
     /// The size limit of the user's home (bytes; 0: none), so a change
     /// recreates the container (and grows the home while it is down).
     pub const HOME_SIZE: &str = "bastion.home-size";
+    /// `transfers` on a user's file-transfer container (absent on their
+    /// shell container).
+    pub const PURPOSE: &str = "bastion.purpose";
 }
 
 pub use super::accounts::TOKEN_PATH_IN_CONTAINER;
@@ -75,6 +78,30 @@ pub const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/block",
     "/sys/fs/ext4",
 ];
+
+/// Which of a user's two containers. File transfers (the unrecorded
+/// sessions) run apart from everything else the user runs, in a container
+/// of their own with the same home: in another pid namespace, no session of
+/// the user's can see, signal, trace or take over a transfer server (or its
+/// pipes) to turn its unrecorded channel into a shell. It has no network,
+/// no credentials and no kubeconfigs: the transfer servers need none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    /// `bastion-<user>`: shells and commands.
+    Shell,
+    /// `bastion-<user>-files`: scp, sftp and rsync servers only.
+    Transfers,
+}
+
+impl ContainerKind {
+    /// The container name of `user`'s container of this kind.
+    pub fn name_of(self, user: &str) -> String {
+        match self {
+            Self::Shell => format!("bastion-{user}"),
+            Self::Transfers => format!("bastion-{user}-files"),
+        }
+    }
+}
 
 /// A user's running container.
 #[derive(Debug, Clone)]
@@ -223,11 +250,12 @@ impl ContainerManager {
         config: &BastiondConfig,
         who: &Identity,
         settings: &UserSettings,
+        kind: ContainerKind,
         name: &str,
     ) -> Option<Running> {
         let (known, image_id) = self.state.lookup(name, &settings.image)?;
         let current = known.user == who.name
-            && known.spec_hash == build_spec(config, who, settings, &image_id).hash;
+            && known.spec_hash == build_spec(config, who, settings, &image_id, kind).hash;
         current.then_some(Running {
             remembered: true,
             ..known.running
@@ -264,25 +292,21 @@ impl ContainerManager {
         locks.entry(user.to_owned()).or_default().clone()
     }
 
-    /// The container name of `user`.
-    pub fn name_of(user: &str) -> String {
-        format!("bastion-{user}")
-    }
-
-    /// Makes `who`'s container exist and run, per `settings`.
-    /// `live_sessions` says whether the user has sessions in it right now
-    /// (a container with live sessions is never recreated).
+    /// Makes `who`'s container of `kind` exist and run, per `settings`.
+    /// `live_sessions` says whether the user has sessions right now (a
+    /// container is never recreated under a live session).
     pub async fn ensure(
         &self,
         config: &BastiondConfig,
         who: &Identity,
         settings: &UserSettings,
+        kind: ContainerKind,
         live_sessions: impl Fn() -> usize,
     ) -> Result<Running, ContainerError> {
         let lock = self.lock_for(&who.name);
         let _guard = lock.lock().await;
-        let name = Self::name_of(&who.name);
-        if let Some(running) = self.remembered(config, who, settings, &name) {
+        let name = kind.name_of(&who.name);
+        if let Some(running) = self.remembered(config, who, settings, kind, &name) {
             return Ok(running);
         }
         let ticket = self.state.ticket();
@@ -309,7 +333,7 @@ impl ContainerManager {
             }
         };
         let image_id = image.id.unwrap_or_default();
-        let spec = build_spec(config, who, settings, &image_id);
+        let spec = build_spec(config, who, settings, &image_id, kind);
         let spec_hash = spec.hash.clone();
 
         let existing = match existing {
@@ -397,7 +421,7 @@ impl ContainerManager {
             Some(found) => found,
             None => {
                 let id = self
-                    .create(config, who, settings, spec, &name, &image_id)
+                    .create(config, who, settings, kind, spec, &name, &image_id)
                     .await?;
                 let ev = event(&who.name, &name, &id, Some(&image_id), "login");
                 self.audit(Lifecycle::Create, ev).await;
@@ -461,11 +485,13 @@ impl ContainerManager {
         tracing::debug!(container = %running.name, kept, "container state remembered");
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
         config: &BastiondConfig,
         who: &Identity,
         settings: &UserSettings,
+        kind: ContainerKind,
         spec: Spec,
         name: &str,
         image_id: &str,
@@ -476,8 +502,25 @@ impl ContainerManager {
             name: name.to_owned(),
             source,
         };
-        let token = random_token();
+        let image = self.image_accounts.get(&self.docker, image_id).await?;
+        let files = AccountFiles::of(&config.state_dir, &who.name);
+        let who_owned = who.clone();
         let mut body = spec.body;
+        if kind == ContainerKind::Transfers {
+            // No credentials there: only the account files.
+            tokio::task::spawn_blocking(move || files.write_accounts(&image, &who_owned))
+                .await
+                .expect("account files writer panicked")?;
+            let options = CreateContainerOptionsBuilder::new().name(name).build();
+            let created = self
+                .docker
+                .create_container(Some(options), body)
+                .await
+                .map_err(|e| docker_err("create", e))?;
+            tracing::info!(user = %who.name, container = %name, id = %created.id, "created the file-transfer container");
+            return Ok(created.id);
+        }
+        let token = random_token();
         body.labels.get_or_insert_with(Default::default).insert(
             labels::CREDENTIALS_TOKEN_SHA256.into(),
             hex::encode(Sha256::digest(&token)),
@@ -491,9 +534,6 @@ impl ContainerManager {
             String::from_utf8_lossy(&token)
         ));
         // The account files are in place before the container can start.
-        let image = self.image_accounts.get(&self.docker, image_id).await?;
-        let files = AccountFiles::of(&config.state_dir, &who.name);
-        let who_owned = who.clone();
         tokio::task::spawn_blocking(move || files.write(&image, &who_owned, &token))
             .await
             .expect("account files writer panicked")?;
@@ -612,36 +652,52 @@ fn build_spec(
     who: &Identity,
     settings: &UserSettings,
     image_id: &str,
+    kind: ContainerKind,
 ) -> Spec {
+    let shell = kind == ContainerKind::Shell;
     let home = format!("/home/{}", who.name);
     let mut env = vec![
         format!("HOME={home}"),
         format!("USER={}", who.name),
         format!("LOGNAME={}", who.name),
         format!("SHELL={}", config.shell),
-        format!("AWS_CONTAINER_CREDENTIALS_FULL_URI={CREDENTIALS_FULL_URI}"),
-        format!("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={TOKEN_PATH_IN_CONTAINER}"),
     ];
-    let network = user_network::name_of(&who.name);
     let mut labels = HashMap::from([
         (labels::USER.to_owned(), who.name.clone()),
         (labels::UID.to_owned(), who.uid.to_string()),
-        (labels::NETWORK.to_owned(), network.clone()),
     ]);
-    if let Some(role) = &settings.role {
-        env.push(format!("IAM_ROLE={role}"));
-        labels.insert(labels::ROLE.to_owned(), role.clone());
-    }
-    let kube = config.kubeconfig_dir.is_dir();
-    if kube {
-        env.push(format!("KUBECONFIG_DIR={KUBECONFIG_DIR_IN_CONTAINER}"));
-    }
-    env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let files = AccountFiles::of(&config.state_dir, &who.name);
     let mut binds = vec![format!(
         "{}:{home}:rw",
         config.home_root.join(&who.name).display()
     )];
-    binds.extend(AccountFiles::of(&config.state_dir, &who.name).binds());
+    let network = if shell {
+        let network = user_network::name_of(&who.name);
+        labels.insert(labels::NETWORK.to_owned(), network.clone());
+        env.push(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI={CREDENTIALS_FULL_URI}"
+        ));
+        env.push(format!(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={TOKEN_PATH_IN_CONTAINER}"
+        ));
+        binds.extend(files.binds());
+        network
+    } else {
+        labels.insert(labels::PURPOSE.to_owned(), "transfers".to_owned());
+        binds.extend(files.account_binds());
+        "none".to_owned()
+    };
+    if let Some(role) = settings.role.as_ref().filter(|_| shell) {
+        env.push(format!("IAM_ROLE={role}"));
+        labels.insert(labels::ROLE.to_owned(), role.clone());
+    }
+    let kube = shell && config.kubeconfig_dir.is_dir();
+    if kube {
+        env.push(format!("KUBECONFIG_DIR={KUBECONFIG_DIR_IN_CONTAINER}"));
+    }
+    if shell {
+        env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    }
     if kube {
         binds.push(format!(
             "{}:{KUBECONFIG_DIR_IN_CONTAINER}:ro",
@@ -690,10 +746,8 @@ fn build_spec(
             ])),
             binds: Some(binds),
             ipc_mode: Some("private".into()),
-            sysctls: Some(HashMap::from([(
-                "net.ipv6.conf.all.disable_ipv6".into(),
-                "1".into(),
-            )])),
+            sysctls: shell
+                .then(|| HashMap::from([("net.ipv6.conf.all.disable_ipv6".into(), "1".into())])),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("none".into()),
                 config: None,
@@ -751,7 +805,13 @@ mod tests {
             .unwrap()
             .bastiond;
         let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
-        let spec = build_spec(&config, &alice(), &settings, "sha256:abc");
+        let spec = build_spec(
+            &config,
+            &alice(),
+            &settings,
+            "sha256:abc",
+            ContainerKind::Shell,
+        );
         let labels = spec.body.labels.as_ref().unwrap();
         assert_eq!(labels[labels::USER], "alice");
         assert_eq!(labels[labels::UID], "1000");
@@ -778,17 +838,96 @@ mod tests {
     }
 
     #[test]
+    fn the_transfer_container_has_no_network_credentials_or_kubeconfigs() {
+        let config = Config::parse("[bastiond]\nrole = \"dev\"\n")
+            .unwrap()
+            .bastiond;
+        let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
+        let spec = build_spec(
+            &config,
+            &alice(),
+            &settings,
+            "sha256:abc",
+            ContainerKind::Transfers,
+        );
+        let labels = spec.body.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::PURPOSE], "transfers");
+        assert!(!labels.contains_key(labels::ROLE) && !labels.contains_key(labels::NETWORK));
+        let env = spec.body.env.as_ref().unwrap();
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("AWS_") || e.starts_with("IAM_ROLE")),
+            "{env:?}"
+        );
+        let host = spec.body.host_config.as_ref().unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let binds = host.binds.as_ref().unwrap();
+        assert!(
+            !binds
+                .iter()
+                .any(|b| b.contains("token") || b.contains("kubeconfigs")),
+            "{binds:?}"
+        );
+        assert_eq!(
+            ContainerKind::Transfers.name_of("alice"),
+            "bastion-alice-files"
+        );
+        let shell = build_spec(
+            &config,
+            &alice(),
+            &settings,
+            "sha256:abc",
+            ContainerKind::Shell,
+        );
+        assert_ne!(shell.hash, spec.hash);
+    }
+
+    #[test]
     fn the_spec_hash_follows_image_role_and_limits() {
         let config = Config::parse("").unwrap().bastiond;
         let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
-        let a = build_spec(&config, &alice(), &settings, "sha256:a").hash;
-        assert_eq!(a, build_spec(&config, &alice(), &settings, "sha256:a").hash);
-        assert_ne!(a, build_spec(&config, &alice(), &settings, "sha256:b").hash);
+        let a = build_spec(
+            &config,
+            &alice(),
+            &settings,
+            "sha256:a",
+            ContainerKind::Shell,
+        )
+        .hash;
+        assert_eq!(
+            a,
+            build_spec(
+                &config,
+                &alice(),
+                &settings,
+                "sha256:a",
+                ContainerKind::Shell
+            )
+            .hash
+        );
+        assert_ne!(
+            a,
+            build_spec(
+                &config,
+                &alice(),
+                &settings,
+                "sha256:b",
+                ContainerKind::Shell
+            )
+            .hash
+        );
         let mut other = settings.clone();
         other.role = Some("x".into());
-        assert_ne!(a, build_spec(&config, &alice(), &other, "sha256:a").hash);
+        assert_ne!(
+            a,
+            build_spec(&config, &alice(), &other, "sha256:a", ContainerKind::Shell).hash
+        );
         let mut other = settings.clone();
         other.limits.pids = 99;
-        assert_ne!(a, build_spec(&config, &alice(), &other, "sha256:a").hash);
+        assert_ne!(
+            a,
+            build_spec(&config, &alice(), &other, "sha256:a", ContainerKind::Shell).hash
+        );
     }
 }

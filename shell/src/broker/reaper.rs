@@ -27,6 +27,8 @@ struct Listed {
     user: String,
     uid: Option<u32>,
     running: bool,
+    /// The user's file-transfer container (not their shell container).
+    transfers: bool,
 }
 
 async fn list(broker: &Broker) -> Result<Vec<Listed>, bollard::errors::Error> {
@@ -48,11 +50,13 @@ async fn list(broker: &Broker) -> Result<Vec<Listed>, bollard::errors::Error> {
                 .as_ref()?
                 .get(labels::UID)
                 .and_then(|u| u.parse().ok());
+            let transfers = c.labels.as_ref()?.contains_key(labels::PURPOSE);
             Some(Listed {
                 id: c.id?,
                 name: c.names?.first()?.trim_start_matches('/').to_owned(),
                 user,
                 uid,
+                transfers,
                 running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
             })
         })
@@ -198,7 +202,9 @@ async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
                 )
                 .await?;
             tracing::info!(container = %c.name, user = %c.user, "removed long-stopped container");
-            user_network::remove(docker, &c.user).await;
+            if !c.transfers {
+                user_network::remove(docker, &c.user).await;
+            }
             let ev = event(
                 &c.user,
                 &c.name,

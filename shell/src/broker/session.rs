@@ -17,7 +17,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use super::Broker;
 use super::admission::Pending;
 use super::cgroup::{CgroupFiles, Tracking};
-use super::container::{ContainerError, ENGINE_DOWN, Running};
+use super::container::{ContainerError, ContainerKind, ENGINE_DOWN, Running};
 use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
@@ -209,9 +209,22 @@ async fn run(
     let live = broker.live.enter(&who.name, &session_id);
     let others_live = || broker.live.count(&who.name).saturating_sub(1);
     phase("identified");
+    let plan = Plan::of(request);
+    // File transfers run in the user's file-transfer container, apart from
+    // every other session of theirs (container.rs, ContainerKind).
+    let container_kind = match plan {
+        Plan::Transfer(_) => ContainerKind::Transfers,
+        _ => ContainerKind::Shell,
+    };
     let running = broker
         .containers
-        .ensure(&config.bastiond, &who, &settings, others_live)
+        .ensure(
+            &config.bastiond,
+            &who,
+            &settings,
+            container_kind,
+            others_live,
+        )
         .await?;
     phase(if running.remembered {
         "container ready (remembered)"
@@ -225,7 +238,6 @@ async fn run(
         "session start"
     );
 
-    let plan = Plan::of(request);
     let kind = plan.kind();
     let ssh_connection = request.env.get("SSH_CONNECTION").map(String::as_str);
     let (remote_addr, remote_port) = records::remote_of(ssh_connection);

@@ -295,19 +295,23 @@ echo done
 fn one_user_cannot_fill_the_disk() {
     let u = e2e_user("bt-disk");
     let other = e2e_user("bt-disk-other");
-    let host_free = || {
-        let out = run_ok(std::process::Command::new("df").args([
-            "-B1",
-            "--output=avail",
-            "/var/lib/bastion",
-        ]));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse::<u64>().ok())
-            .unwrap()
+    // What the user's writes can take from the host's disk: their home
+    // file system's image (blocks it has allocated) and the container's
+    // writable layer. Measured on these two rather than by the disk's free
+    // space, which other tests running alongside change.
+    let image = format!("/var/lib/bastion/home-images/{}.ext4", u.name);
+    let footprint = || {
+        let allocated = std::fs::metadata(&image)
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .unwrap_or_else(|e| panic!("{image}: {e}"));
+        let layer: u64 = docker(&["inspect", "--size", "-f", "{{.SizeRw}}", &container_of(&u)])
+            .trim()
+            .parse()
+            .unwrap();
+        (allocated, layer)
     };
-    let before = host_free();
+    ssh_text(&u, "true");
+    let (_, layer_before) = footprint();
     let fill = |path: &str| {
         format!(
             "dd if=/dev/zero of={path} bs=1M count=200 2>&1 | grep -q 'No space left on device' && echo FULL; ls -s --block-size=1M {path} | cut -d' ' -f1; rm -f {path}"
@@ -329,11 +333,14 @@ fn one_user_cannot_fill_the_disk() {
            touch $d/.bastion-fill 2>/dev/null && echo WROTE $d; done; echo done",
     );
     assert_eq!(out.trim(), "done", "{out}");
-    let after = host_free();
+    let (image_after, layer_after) = footprint();
     assert!(
-        before.saturating_sub(after) < 32 << 20,
-        "the host lost {} bytes",
-        before.saturating_sub(after)
+        image_after <= (64 << 20) + (4 << 20),
+        "the home image takes {image_after} bytes of the host's disk, past its 64 MiB limit"
+    );
+    assert!(
+        layer_after.saturating_sub(layer_before) < 1 << 20,
+        "the container's writable layer grew from {layer_before} to {layer_after} bytes"
     );
     // Their recordings stop at their budget (2 MiB here). Sessions live at
     // once share it: each reserves what its recording may take, so

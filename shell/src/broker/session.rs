@@ -360,6 +360,10 @@ async fn run(
         };
         let placement = Placement {
             cgroup: &contained.cgroup,
+            tracking: contained
+                .tracking
+                .clone()
+                .ok_or(SessionError::Contain(SessionCgroupError::NoTracking))?,
             session_id: &session_id,
             deadline: config.bastiond.request_timeout.max(Duration::from_secs(10)),
             _placing: placing,
@@ -729,7 +733,7 @@ async fn attach(
                 }
             }
         };
-        let placed = placement.run(broker, exec_id);
+        let placed = placement.run();
         tokio::pin!(output, input, controls, placed);
         let shutdown = broker.shutdown.clone();
         let mut input_done = false;
@@ -841,39 +845,11 @@ async fn exit_code(broker: &Broker, exec_id: &str) -> Result<i32, String> {
     Err("the session's process was still running after its output ended".into())
 }
 
-/// The exec's process on the host, once the Engine has started it (`None`
-/// when it ended before it had one).
-async fn exec_pid(
-    broker: &Broker,
-    exec_id: &str,
-    deadline: Duration,
-) -> Result<Option<i32>, SessionCgroupError> {
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_micros(500);
-    loop {
-        if let Ok(inspect) = broker.containers.docker().inspect_exec(exec_id).await {
-            if let Some(pid) = inspect
-                .pid
-                .and_then(|p| i32::try_from(p).ok())
-                .filter(|&p| p > 0)
-            {
-                return Ok(Some(pid));
-            }
-            if inspect.running == Some(false) && inspect.exit_code.is_some() {
-                return Ok(None);
-            }
-        }
-        if started.elapsed() > deadline {
-            return Err(SessionCgroupError::PlacementTimeout(deadline));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(20));
-    }
-}
-
 /// What moving the exec into its session's cgroup needs.
 struct Placement<'a> {
     cgroup: &'a SessionCgroup,
+    /// The container's own cgroup, where the exec's process appears.
+    tracking: Tracking,
     session_id: &'a str,
     deadline: Duration,
     /// The user's placement lock, shared, released once placed.
@@ -881,17 +857,37 @@ struct Placement<'a> {
 }
 
 impl Placement<'_> {
-    /// Finds the exec's process, moves it into the session's cgroup and
-    /// lets it run.
-    async fn run(self, broker: &Broker, exec_id: &str) -> Result<(), SessionCgroupError> {
-        let Some(pid) = exec_pid(broker, exec_id, self.deadline).await? else {
-            return Ok(());
+    /// Finds the exec's process (the wrapper waiting in the container's
+    /// cgroup, found from the kernel's list: polling the Engine would add
+    /// its round trips to every login), moves it into the session's cgroup
+    /// and lets it run. Were there several (another session of the user
+    /// mimicking the wrapper), all are moved into this session, which only
+    /// subjects them to its end.
+    async fn run(self) -> Result<(), SessionCgroupError> {
+        let started = std::time::Instant::now();
+        let wrappers = loop {
+            let tracking = self.tracking.clone();
+            let id = self.session_id.to_owned();
+            let found = tokio::task::spawn_blocking(move || {
+                session_cgroup::waiting_wrappers(&tracking, &id)
+            })
+            .await
+            .unwrap_or_default();
+            if !found.is_empty() {
+                break found;
+            }
+            if started.elapsed() > self.deadline {
+                return Err(SessionCgroupError::PlacementTimeout(self.deadline));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
         };
         let cgroup = self.cgroup.clone();
         let session_id = self.session_id.to_owned();
         let deadline = self.deadline;
         tokio::task::spawn_blocking(move || {
-            session_cgroup::place(&cgroup, &session_id, pid, deadline)
+            wrappers
+                .into_iter()
+                .try_for_each(|pid| session_cgroup::place(&cgroup, &session_id, pid, deadline))
         })
         .await
         .unwrap_or(Err(SessionCgroupError::PlacementTimeout(deadline)))

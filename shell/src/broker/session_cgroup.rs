@@ -265,7 +265,9 @@ pub fn place(
 ) -> Result<(), SessionCgroupError> {
     cgroup.adopt(pid)?;
     let started = Instant::now();
-    let mut nap = Duration::from_micros(100);
+    // Short naps: the wrapper stops itself within a millisecond and execs
+    // within one more once woken; this is on every login's path.
+    let nap = Duration::from_micros(100);
     loop {
         let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
             return Ok(()); // gone
@@ -281,8 +283,20 @@ pub fn place(
             return Err(SessionCgroupError::PlacementTimeout(deadline));
         }
         std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(5));
     }
+}
+
+/// The wrappers of `session_id` waiting in the container's own cgroup
+/// (not yet in any session's): found from the kernel's list, without
+/// asking the Engine. Blocking.
+pub fn waiting_wrappers(tracking: &Tracking, session_id: &str) -> Vec<i32> {
+    read_pids(&tracking.dir.join("cgroup.procs"))
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| is_waiting_wrapper(&c, Some(session_id)))
+        })
+        .collect()
 }
 
 /// The state letter of `/proc/PID/stat` (after the command's parentheses).

@@ -4,12 +4,12 @@
 //! with idle or slow connections. A connection over the limit is closed at
 //! once; refusals are logged at most once per source every few seconds.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bastion::log_limit::LogLimit;
+use bastion::open_counts::OpenCounts;
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -22,7 +22,7 @@ pub struct ConnectionLimit {
 
 #[derive(Debug)]
 struct State {
-    open: HashMap<IpAddr, usize>,
+    open: OpenCounts<IpAddr>,
     refused: LogLimit<IpAddr>,
 }
 
@@ -38,7 +38,7 @@ impl ConnectionLimit {
         Arc::new(Self {
             per_source,
             state: Mutex::new(State {
-                open: HashMap::new(),
+                open: OpenCounts::default(),
                 refused: LogLimit::new(LOG_EVERY),
             }),
         })
@@ -48,9 +48,7 @@ impl ConnectionLimit {
     /// limited) when it already has `per_source` open.
     pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Slot> {
         let mut state = self.state.lock().expect("connection limit lock poisoned");
-        let open = state.open.entry(source).or_default();
-        if *open < self.per_source {
-            *open += 1;
+        if state.open.open_within(source, self.per_source) {
             return Some(Slot {
                 limit: self.clone(),
                 source,
@@ -70,7 +68,7 @@ impl ConnectionLimit {
     /// Connections open now from `source`.
     pub fn open(&self, source: IpAddr) -> usize {
         let state = self.state.lock().expect("connection limit lock poisoned");
-        state.open.get(&source).copied().unwrap_or(0)
+        state.open.of(&source)
     }
 }
 
@@ -81,12 +79,7 @@ impl Drop for Slot {
             .state
             .lock()
             .expect("connection limit lock poisoned");
-        if let Some(n) = state.open.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                state.open.remove(&self.source);
-            }
-        }
+        state.open.close(&self.source);
     }
 }
 

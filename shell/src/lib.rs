@@ -10,6 +10,7 @@ pub mod config;
 pub mod ctl;
 pub mod log_limit;
 pub mod logging;
+pub mod open_counts;
 pub mod protocol;
 pub mod recording;
 pub mod review;

@@ -8,11 +8,11 @@
 //! seconds with a count of those since, so a flood cannot flood the log
 //! (and the disk under it) as well.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::log_limit::LogLimit;
+use crate::open_counts::OpenCounts;
 
 /// How often refusals of one uid are logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -35,7 +35,7 @@ enum Kind {
 
 #[derive(Debug)]
 struct State {
-    pending: HashMap<u32, usize>,
+    pending: OpenCounts<u32>,
     total: usize,
     logged: LogLimit<(u32, Kind)>,
 }
@@ -62,7 +62,7 @@ impl Admission {
             per_uid,
             total,
             state: Mutex::new(State {
-                pending: HashMap::new(),
+                pending: OpenCounts::default(),
                 total: 0,
                 logged: LogLimit::new(LOG_EVERY),
             }),
@@ -73,8 +73,7 @@ impl Admission {
     /// limited).
     pub fn admit(self: &Arc<Self>, uid: u32) -> Result<Pending, Refusal> {
         let mut state = self.state.lock().expect("admission lock poisoned");
-        let mine = state.pending.get(&uid).copied().unwrap_or(0);
-        let refusal = if mine >= self.per_uid {
+        let refusal = if state.pending.of(&uid) >= self.per_uid {
             Some(Refusal::PerUid {
                 uid,
                 limit: self.per_uid,
@@ -95,7 +94,7 @@ impl Admission {
             }
             return Err(refusal);
         }
-        *state.pending.entry(uid).or_default() += 1;
+        state.pending.open(uid);
         state.total += 1;
         Ok(Pending {
             admission: self.clone(),
@@ -147,12 +146,7 @@ impl Drop for Pending {
             .lock()
             .expect("admission lock poisoned");
         state.total = state.total.saturating_sub(1);
-        if let Some(n) = state.pending.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                state.pending.remove(&self.uid);
-            }
-        }
+        state.pending.close(&self.uid);
     }
 }
 

@@ -86,14 +86,7 @@ impl Mounts {
     pub fn tracking(&self, text: &str) -> Option<Tracking> {
         let mut v2 = None;
         let mut freezer = None;
-        for line in text.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let rel = path.trim_start_matches('/');
+        for (controllers, rel) in entries(text) {
             if controllers.is_empty() {
                 v2 = self.v2.as_ref().map(|m| m.join(rel));
             } else if controllers.split(',').any(|c| c == "freezer") {
@@ -148,14 +141,7 @@ impl CgroupFiles {
             memory_events: None,
             tracking: None,
         };
-        for line in text.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let rel = path.trim_start_matches('/');
+        for (controllers, rel) in entries(text) {
             if controllers.is_empty() {
                 // cgroup v2: one unified hierarchy.
                 let dir = root.join(rel);
@@ -203,6 +189,17 @@ impl CgroupFiles {
             oom_kills: value(&self.memory_events, "oom_kill"),
         }
     }
+}
+
+/// The entries of a `/proc/PID/cgroup` text: each line's controllers
+/// (empty for v2's unified hierarchy) and its path relative to the
+/// hierarchy's mount. Lines that are not `ID:CONTROLLERS:PATH` are skipped.
+fn entries(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((controllers, path.trim_start_matches('/')))
+    })
 }
 
 #[cfg(test)]

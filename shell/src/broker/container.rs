@@ -799,19 +799,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_spec_carries_the_contract_and_the_hardening() {
+    /// alice's container spec of `kind`, under a config that names a role.
+    fn alices_spec(kind: ContainerKind) -> Spec {
         let config = Config::parse("[bastiond]\nrole = \"dev\"\n")
             .unwrap()
             .bastiond;
         let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
-        let spec = build_spec(
-            &config,
-            &alice(),
-            &settings,
-            "sha256:abc",
-            ContainerKind::Shell,
-        );
+        build_spec(&config, &alice(), &settings, "sha256:abc", kind)
+    }
+
+    #[test]
+    fn the_spec_carries_the_contract_and_the_hardening() {
+        let spec = alices_spec(ContainerKind::Shell);
         let labels = spec.body.labels.as_ref().unwrap();
         assert_eq!(labels[labels::USER], "alice");
         assert_eq!(labels[labels::UID], "1000");
@@ -839,17 +838,7 @@ mod tests {
 
     #[test]
     fn the_transfer_container_has_no_network_credentials_or_kubeconfigs() {
-        let config = Config::parse("[bastiond]\nrole = \"dev\"\n")
-            .unwrap()
-            .bastiond;
-        let settings = config.resolve("alice", 1000, &alice().groups).unwrap();
-        let spec = build_spec(
-            &config,
-            &alice(),
-            &settings,
-            "sha256:abc",
-            ContainerKind::Transfers,
-        );
+        let spec = alices_spec(ContainerKind::Transfers);
         let labels = spec.body.labels.as_ref().unwrap();
         assert_eq!(labels[labels::PURPOSE], "transfers");
         assert!(!labels.contains_key(labels::ROLE) && !labels.contains_key(labels::NETWORK));
@@ -873,14 +862,7 @@ mod tests {
             ContainerKind::Transfers.name_of("alice"),
             "bastion-alice-files"
         );
-        let shell = build_spec(
-            &config,
-            &alice(),
-            &settings,
-            "sha256:abc",
-            ContainerKind::Shell,
-        );
-        assert_ne!(shell.hash, spec.hash);
+        assert_ne!(alices_spec(ContainerKind::Shell).hash, spec.hash);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::process::Command;
 use bastion::audit::{AuditLog, EndedBy, SessionKind, SessionStart};
 use bastion::config::RecordingConfig;
 use bastion::recording::budget::Budgets;
-use bastion::recording::{OnLogFailure, SessionOutcome, SessionRecording};
+use bastion::recording::{LogDisk, OnLogFailure, SessionOutcome, SessionRecording};
 use bytesize::ByteSize;
 use std::sync::Arc;
 
@@ -158,6 +158,8 @@ fn recordings_stop_at_the_reserve_and_the_audit_trail_keeps_its_room() {
         ..RecordingConfig::default()
     };
     let audit = AuditLog::open(&config.audit_log).unwrap();
+    let disk = || LogDisk::check(&log_dir, config.reserve.as_u64()).unwrap();
+    assert_eq!(disk(), LogDisk::Roomy);
     let mut s = SessionRecording::begin(&config, &audit, start("big-1"), true).unwrap();
     // 6 MiB of output, more than is free above the reserve.
     let chunk = vec![b'y'; 64 * 1024];
@@ -176,12 +178,19 @@ fn recordings_stop_at_the_reserve_and_the_audit_trail_keeps_its_room() {
     assert_eq!(end.bytes_out, 96 * 64 * 1024, "every byte is still counted");
     let free = bastion::recording::free_space(&log_dir).unwrap();
     assert!(free >= 4 << 20, "the reserve is left: {free} free");
+    // What the reaper warns of (bastiond's log), before the reserve is hit.
+    assert_eq!(disk(), LogDisk::NearlyFull { free });
     // Below the reserve now? Then no new recording; the refusal is clear.
     std::fs::write(
         log_dir.join("filler"),
         vec![0u8; (free - (3 << 20)) as usize],
     )
     .unwrap();
+    assert!(
+        matches!(disk(), LogDisk::BelowReserve { .. }),
+        "{:?}",
+        disk()
+    );
     let err = SessionRecording::begin(&config, &audit, start("big-2"), true).unwrap_err();
     assert!(
         err.to_string().contains("kept for the audit trail"),

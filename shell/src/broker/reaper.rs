@@ -19,6 +19,7 @@ use super::container::{Lifecycle, event, labels};
 use super::session_cgroup;
 use super::user_network;
 use crate::log_limit::LogLimit;
+use crate::recording::LogDisk;
 
 /// A bastion container as listed by Docker.
 struct Listed {
@@ -154,23 +155,25 @@ pub async fn run(broker: Arc<Broker>) {
 /// twice the audit trail's reserve free, before recordings stop at the
 /// reserve itself.
 fn check_log_disk(config: &crate::config::RecordingConfig, limit: &mut LogLimit<bool>) {
-    let reserve = config.reserve.as_u64();
-    let Ok(free) = crate::recording::free_space(&config.log_dir) else {
+    let reserve = config.reserve;
+    let Ok(state) = LogDisk::check(&config.log_dir, reserve.as_u64()) else {
         return;
     };
-    if reserve == 0 || free >= 2 * reserve {
-        return;
-    }
-    let below = free < reserve;
-    if limit.due(below).is_none() {
-        return;
-    }
-    let (free, reserve) = (bytesize::ByteSize::b(free), config.reserve);
     let log_dir = config.log_dir.display();
-    if below {
-        tracing::error!(%log_dir, %free, %reserve, "the log disk is below the audit trail's reserve: no session can be recorded (logins are refused unless on_log_failure = \"allow\"); free space there");
-    } else {
-        tracing::warn!(%log_dir, %free, %reserve, "the log disk is nearly full: recordings stop when less than the reserve is free; free space there");
+    match state {
+        LogDisk::Roomy => {}
+        LogDisk::BelowReserve { free } => {
+            if limit.due(true).is_some() {
+                let free = bytesize::ByteSize::b(free);
+                tracing::error!(%log_dir, %free, %reserve, "the log disk is below the audit trail's reserve: no session can be recorded (logins are refused unless on_log_failure = \"allow\"); free space there");
+            }
+        }
+        LogDisk::NearlyFull { free } => {
+            if limit.due(false).is_some() {
+                let free = bytesize::ByteSize::b(free);
+                tracing::warn!(%log_dir, %free, %reserve, "the log disk is nearly full: recordings stop when less than the reserve is free; free space there");
+            }
+        }
     }
 }
 

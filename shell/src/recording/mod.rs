@@ -98,6 +98,35 @@ pub fn free_space(path: &Path) -> std::io::Result<u64> {
     Ok(st.blocks_available() * st.fragment_size())
 }
 
+/// How much room the log disk has left, against the audit trail's reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogDisk {
+    /// At least twice the reserve free (or no reserve).
+    Roomy,
+    /// Less than twice the reserve free: recordings will soon stop.
+    NearlyFull { free: u64 },
+    /// Less than the reserve free: no session can be recorded.
+    BelowReserve { free: u64 },
+}
+
+impl LogDisk {
+    /// The state of a disk with `free` bytes free and `reserve` kept.
+    pub fn of(free: u64, reserve: u64) -> Self {
+        if reserve == 0 || free >= reserve.saturating_mul(2) {
+            LogDisk::Roomy
+        } else if free < reserve {
+            LogDisk::BelowReserve { free }
+        } else {
+            LogDisk::NearlyFull { free }
+        }
+    }
+
+    /// The state of the file system holding `log_dir`.
+    pub fn check(log_dir: &Path, reserve: u64) -> std::io::Result<Self> {
+        Ok(Self::of(free_space(log_dir)?, reserve))
+    }
+}
+
 /// Fails when the log directory's file system has less than `reserve`
 /// free.
 pub fn check_reserve(log_dir: &Path, reserve: u64) -> Result<(), RecordingError> {
@@ -736,6 +765,23 @@ fn escape_into(buf: &mut Vec<u8>, s: &[u8]) {
 mod tests {
     use super::cast::{CastEvent, read_cast};
     use super::*;
+
+    #[test]
+    fn the_log_disk_is_nearly_full_below_twice_the_reserve() {
+        assert_eq!(LogDisk::of(10, 0), LogDisk::Roomy);
+        assert_eq!(LogDisk::of(8 << 20, 4 << 20), LogDisk::Roomy);
+        assert_eq!(
+            LogDisk::of((8 << 20) - 1, 4 << 20),
+            LogDisk::NearlyFull {
+                free: (8 << 20) - 1
+            }
+        );
+        assert_eq!(
+            LogDisk::of(4 << 20, 4 << 20),
+            LogDisk::NearlyFull { free: 4 << 20 }
+        );
+        assert_eq!(LogDisk::of(1, 4 << 20), LogDisk::BelowReserve { free: 1 });
+    }
     use std::os::unix::fs::PermissionsExt;
 
     pub(crate) fn header() -> CastHeader {

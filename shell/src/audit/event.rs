@@ -137,7 +137,7 @@ pub struct SessionEnd {
     pub session_id: String,
     pub user: String,
     pub container: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     pub started: OffsetDateTime,
     /// Seconds from start to end.
     pub duration_secs: f64,
@@ -195,7 +195,7 @@ pub struct CredentialsIssued {
     pub source_identity: Option<String>,
     /// The access key id (not a secret: CloudTrail shows it), to correlate.
     pub access_key_id: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     pub expiration: OffsetDateTime,
     /// Which endpoint asked: `"imds"` or `"container_credentials"`.
     pub endpoint: String,
@@ -209,7 +209,7 @@ pub struct StsAssumeRole {
     pub role_arn: String,
     pub session_name: String,
     pub source_identity: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option", default)]
+    #[serde(with = "crate::audit::timestamp::option", default)]
     pub expiration: Option<OffsetDateTime>,
     pub access_key_id: Option<String>,
     /// The STS request id (x-amzn-RequestId), for CloudTrail.
@@ -233,7 +233,7 @@ pub struct RecordingPruned {
 /// One parsed line of the audit log: the chain fields and the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     pub ts: OffsetDateTime,
     pub host: String,
     /// Position in the chain, 1 for the first line ever, across rotations.
@@ -323,7 +323,10 @@ mod tests {
         };
         let line = serde_json::to_string(&rec).unwrap();
         assert!(line.contains(r#""event":"container.stop""#), "{line}");
-        assert!(line.contains(r#""ts":"2026-11-23T06:00:00Z""#), "{line}");
+        assert!(
+            line.contains(r#""ts":"2026-11-23T06:00:00.000Z""#),
+            "{line}"
+        );
         let back: AuditRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, rec);
     }

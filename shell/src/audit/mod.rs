@@ -18,6 +18,7 @@
 
 mod event;
 pub mod syslog;
+pub mod timestamp;
 pub mod verify;
 
 pub use event::{
@@ -187,10 +188,7 @@ impl AuditLog {
         event: &AuditEvent,
         ts: OffsetDateTime,
     ) -> Result<Appended, AuditError> {
-        let ts = ts
-            .to_offset(time::UtcOffset::UTC)
-            .replace_millisecond(ts.millisecond())
-            .unwrap_or(ts);
+        let ts = timestamp::truncate(ts);
         let lock =
             Flock::lock(self.open_head()?, FlockArg::LockExclusive).map_err(|(_, errno)| {
                 AuditError::Lock {
@@ -280,7 +278,7 @@ impl AuditLog {
 
 #[derive(Serialize)]
 struct LineOut<'a> {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     ts: OffsetDateTime,
     host: &'a str,
     seq: u64,

@@ -80,7 +80,7 @@ pub struct SessionOutcome {
 /// The content of an open marker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpenMarker {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     started: OffsetDateTime,
     start: SessionStart,
     /// The session's end, when it ended but the audit log could not take
@@ -92,7 +92,7 @@ struct OpenMarker {
 /// A session end waiting for the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PendingEnd {
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     at: OffsetDateTime,
     end: SessionEnd,
 }
@@ -130,7 +130,7 @@ impl SessionRecording {
         record: bool,
     ) -> Result<Self, SessionLogError> {
         check_name("session id", &start.session_id)?;
-        let started = OffsetDateTime::now_utc();
+        let started = crate::audit::timestamp::now();
         let clock = Instant::now();
         let markers = open_markers_dir(&config.log_dir);
         ensure_private_dir(&markers)?;
@@ -342,7 +342,7 @@ impl SessionRecording {
             recording,
             error: outcome.error,
         };
-        let at = OffsetDateTime::now_utc();
+        let at = crate::audit::timestamp::now();
         if let Err(source) = audit.append_at(&AuditEvent::SessionEnd(end.clone()), at) {
             let pending = OpenMarker {
                 started: self.started,

@@ -16,9 +16,9 @@ use crate::audit::{AuditEvent, AuditRecord, SessionEnd, SessionStart};
 pub struct SessionInfo {
     pub session_id: String,
     pub host: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::audit::timestamp")]
     pub started: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::audit::timestamp::option")]
     pub ended: Option<OffsetDateTime>,
     pub start: Option<SessionStart>,
     pub end: Option<SessionEnd>,

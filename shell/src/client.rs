@@ -61,6 +61,45 @@ pub enum ShellError {
     Lost(#[source] protocol::FrameError),
 }
 
+/// What `bastion-shell --help` prints.
+pub const USAGE: &str = "\
+bastion-shell: the login shell of bastion's users. sshd runs it; it hands
+the session to bastiond, which runs it in the user's own container.
+
+Usage (the forms sshd, login and su use; nothing else is accepted):
+  bastion-shell [-l | --login | -i]   an interactive login shell
+  bastion-shell -c COMMAND            run COMMAND (later arguments are ignored)
+  bastion-shell --help | --version
+
+Exit status: the session's own, or 125 when the bastion could not run it
+(one line on stderr says why).
+";
+
+/// What the shell was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// A session.
+    Run(Invocation),
+    /// `--help` / `-h`.
+    Help,
+    /// `--version` / `-V`.
+    Version,
+}
+
+/// [`parse_args`], plus `--help` and `--version` as the only argument:
+/// these print and exit without a session. The session forms are exactly
+/// those of [`parse_args`].
+pub fn parse(args: &[OsString]) -> Result<Parsed, UsageError> {
+    if args.len() == 2 {
+        match args[1].as_bytes() {
+            b"--help" | b"-h" => return Ok(Parsed::Help),
+            b"--version" | b"-V" => return Ok(Parsed::Version),
+            _ => {}
+        }
+    }
+    parse_args(args).map(Parsed::Run)
+}
+
 /// Parses argv the way sshd (`shell -c CMD`, argv[0] `-shell` for logins),
 /// login and su call a shell. Arguments after CMD (bash's `$0 $1 …`) are
 /// ignored: sshd never sends them.
@@ -189,8 +228,16 @@ fn forward_resizes(stream: &UnixStream) -> io::Result<()> {
 
 /// The whole shell: parse, connect, run, and return the exit code.
 pub fn main_with(args: Vec<OsString>, env: impl Iterator<Item = (OsString, OsString)>) -> i32 {
-    let invocation = match parse_args(&args) {
-        Ok(invocation) => invocation,
+    let invocation = match parse(&args) {
+        Ok(Parsed::Run(invocation)) => invocation,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Ok(Parsed::Version) => {
+            println!("bastion-shell {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
         Err(e) => {
             let name = args
                 .first()
@@ -266,6 +313,26 @@ mod tests {
             parse_args(&args(&["bastion-shell", "script.sh"])),
             Err(UsageError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn help_and_version_are_answered_without_a_session() {
+        assert_eq!(parse(&args(&["bastion-shell", "--help"])), Ok(Parsed::Help));
+        assert_eq!(parse(&args(&["bastion-shell", "-h"])), Ok(Parsed::Help));
+        assert_eq!(
+            parse(&args(&["bastion-shell", "--version"])),
+            Ok(Parsed::Version)
+        );
+        // Only as the one argument: `-c --help` is a command to run, and
+        // anything else with them is refused as before.
+        assert_eq!(
+            parse(&args(&["bastion-shell", "-c", "--help"])),
+            Ok(Parsed::Run(Invocation {
+                command: Some("--help".into())
+            }))
+        );
+        assert!(parse(&args(&["bastion-shell", "--help", "x"])).is_err());
+        assert!(USAGE.contains("-c COMMAND"));
     }
 
     #[test]

@@ -81,6 +81,7 @@ enum SessionsCmd {
     /// A self-contained HTML page with the player and the metadata.
     Export {
         id: String,
+        /// Where to write the page (`-`: standard output, not a terminal).
         #[arg(long, value_name = "FILE")]
         html: PathBuf,
     },
@@ -199,7 +200,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             )? > 0
         }
         Command::Sessions(SessionsCmd::Export { id, html }) => {
-            review::export_html(&ctx, &id, &html, &mut out)?;
+            let stdout = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                review::StandardOutput::Terminal
+            } else {
+                review::StandardOutput::NotATerminal
+            };
+            review::export_html(&ctx, &id, &html, &mut out, stdout)?;
             true
         }
         Command::Sessions(SessionsCmd::Prune {

@@ -19,14 +19,30 @@ pub const PLAYER_VERSION: &str = "3.18.0";
 const PLAYER_JS: &str = include_str!("../../assets/asciinema-player/asciinema-player.min.js");
 const PLAYER_CSS: &str = include_str!("../../assets/asciinema-player/asciinema-player.css");
 
+/// Where `--html -` sends the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandardOutput {
+    /// A file or a pipe: the page goes there.
+    NotATerminal,
+    /// A terminal: refused (the page carries what the session showed).
+    Terminal,
+}
+
 /// `bastionctl sessions export ID --html FILE`: writes the page to `html`
-/// (mode 0600: it shows what the session showed) and says so on `out`.
+/// (mode 0600: it shows what the session showed) and says so on `out`;
+/// with `html` = `-`, writes the page itself to `out` (standard output,
+/// which must not be a terminal).
 pub fn export_html(
     ctx: &ReviewContext,
     id: &str,
     html: &Path,
     out: &mut dyn Write,
+    stdout: StandardOutput,
 ) -> Result<(), ReviewError> {
+    let to_stdout = html == Path::new("-");
+    if to_stdout && stdout == StandardOutput::Terminal {
+        return Err(ReviewError::PageToTerminal);
+    }
     let index = SessionIndex::load(&ctx.audit_log)?;
     let session = index.find(id)?;
     let cast = session
@@ -41,6 +57,12 @@ pub fn export_html(
         .map(|e| e.time)
         .fold(0.0f64, f64::max);
     let page = render_html(session, &cast_text, duration);
+    if to_stdout {
+        return out
+            .write_all(page.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(ReviewError::Output);
+    }
     let write_err = |source| ReviewError::WriteFile {
         path: html.to_owned(),
         source,
@@ -206,7 +228,14 @@ mod tests {
         let f = fixture();
         let html = f.dir.path().join("alice.html");
         let mut out = Vec::new();
-        export_html(&f.ctx, "20261123-alice-1", &html, &mut out).unwrap();
+        export_html(
+            &f.ctx,
+            "20261123-alice-1",
+            &html,
+            &mut out,
+            StandardOutput::Terminal,
+        )
+        .unwrap();
         assert!(text(out).contains("Wrote"));
         let page = fs::read_to_string(&html).unwrap();
         assert!(page.contains("AsciinemaPlayer.create({ data: castData }"));
@@ -219,6 +248,36 @@ mod tests {
             fs::metadata(&html).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn a_dash_sends_the_page_to_standard_output_but_never_to_a_terminal() {
+        let f = fixture();
+        let dash = Path::new("-");
+        let mut out = Vec::new();
+        export_html(
+            &f.ctx,
+            "20261123-alice-1",
+            dash,
+            &mut out,
+            StandardOutput::NotATerminal,
+        )
+        .unwrap();
+        let page = text(out);
+        assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..40]);
+        assert!(page.contains("hello from alice"));
+        let mut out = Vec::new();
+        let err = export_html(
+            &f.ctx,
+            "20261123-alice-1",
+            dash,
+            &mut out,
+            StandardOutput::Terminal,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ReviewError::PageToTerminal), "{err}");
+        assert!(out.is_empty());
+        assert!(!f.dir.path().join("-").exists() && !Path::new("-").exists());
     }
 
     #[test]

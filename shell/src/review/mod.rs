@@ -16,7 +16,7 @@ mod prune;
 mod search;
 pub mod terminal_safe;
 
-pub use export::{export_html, render_html};
+pub use export::{StandardOutput, export_html, render_html};
 pub use index::{SessionIndex, SessionInfo};
 pub use list::{ListOptions, OutputFormat, list, show};
 pub use play::{PlayOptions, play, play_events};
@@ -97,6 +97,10 @@ pub enum ReviewError {
     },
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error(
+        "not writing an HTML page to a terminal: redirect it (`--html - > page.html`) or name a file"
+    )]
+    PageToTerminal,
 }
 
 impl From<std::io::Error> for ReviewError {

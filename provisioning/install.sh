@@ -35,8 +35,10 @@ readonly BASE_PACKAGES=(
     kubectx awscli asciinema tmux iproute2 util-linux ca-certificates
 )
 # What the test suite needs on top: a venv for moto (the STS server, installed
-# by provisioning/sts-demo.sh), tmux to drive interactive sessions.
-readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate wrk)
+# by provisioning/sts-demo.sh), tmux to drive interactive sessions, prometheus
+# for promtool (the proxy's /metrics is checked with it; its service is not
+# started).
+readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate wrk prometheus)
 
 usage() {
     sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2

@@ -10,7 +10,7 @@ use http_body_util::Full;
 
 use crate::containers::DockerWatcher;
 use crate::metadata_api::Body;
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
@@ -54,11 +54,20 @@ impl Admin {
                     )
                 }
             }
-            "/metrics" => plain(
-                StatusCode::OK,
-                self.metrics.render(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            "/metrics" => {
+                // OpenMetrics for scrapers that ask for it, Prometheus text
+                // for everyone else (curl, promtool).
+                let accept = request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let format = Exposition::from_accept(accept);
+                plain(
+                    StatusCode::OK,
+                    self.metrics.render_as(format),
+                    format.content_type(),
+                )
+            }
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "not found: try /healthz or /metrics\n".into(),

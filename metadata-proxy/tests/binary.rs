@@ -124,9 +124,52 @@ async fn no_secret_reaches_any_log_even_at_trace_level() {
     );
     assert_eq!(r.status, 200);
 
-    // Metrics, from the host.
+    // Metrics, from the host: Prometheus text unless OpenMetrics is asked
+    // for, and what promtool accepts.
     let metrics = http(admin, "GET", "127.0.0.1", "/metrics", &[]).unwrap();
     assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
+                && v.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        metrics.headers
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus; provisioning/install.sh --test installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr),
+        metrics.body
+    );
+    let openmetrics = http(
+        admin,
+        "GET",
+        "127.0.0.1",
+        "/metrics",
+        &[(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+    )
+    .unwrap();
+    assert!(
+        openmetrics.body.ends_with("# EOF\n"),
+        "{}",
+        openmetrics.body
+    );
     for needle in [
         r#"bastion_metadata_proxy_requests_total{route="iam-credentials",status="200"} 1"#,
         r#"bastion_metadata_proxy_requests_total{route="container-credentials",status="200"} 1"#,

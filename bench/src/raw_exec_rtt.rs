@@ -3,6 +3,7 @@
 //! command, as a given user) in a running container, measured in-process
 //! with no CLI start-up. Prints one line per run in milliseconds, for
 //! bench/session.sh to summarise.
+#![forbid(unsafe_code)]
 
 use std::time::Instant;
 

@@ -6,6 +6,7 @@
 //! on, so their own tests replay the committed corpora through these same
 //! checks (`shell/tests/fuzz_corpus.rs`, `metadata-proxy/tests/fuzz_corpus.rs`)
 //! with plain `cargo test`: no cargo-fuzz, no nightly features.
+#![forbid(unsafe_code)]
 
 pub mod cast_writer;
 pub mod config_parse;

@@ -10,6 +10,7 @@
 //!   background refresh, back-off.
 //! - [`sts`]: AssumeRole through aws-sdk-sts.
 //! - [`server`]: listeners, wiring and graceful shutdown.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod audit_events;

@@ -1,4 +1,5 @@
 //! `bastion-metadata-proxy --config /etc/bastion/bastion.toml`
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

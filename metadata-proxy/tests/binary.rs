@@ -1,5 +1,6 @@
 //! The `bastion-metadata-proxy` binary as ops run it: config file, logs,
 //! audit events, admin endpoints, SIGTERM.
+#![forbid(unsafe_code)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The metadata proxy seen from real user containers on the bastion
 //! network, through the real iptables DNAT path, with real STS (moto).
 //! Each test names the reference fact or earlier tool failure it checks.
+#![forbid(unsafe_code)]
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! plain `cargo test` runs it: no cargo-fuzz, no nightly compiler (fuzzing
 //! itself: `fuzz/run.sh`, fuzz/README.md). Nothing leaves the machine: STS
 //! and the real IMDS are a closed loopback port.
+#![forbid(unsafe_code)]
 
 #[path = "../../fuzz/src/input.rs"]
 #[allow(dead_code)]

@@ -8,6 +8,7 @@
 //!
 //! No timed assertions: each test waits, with a generous timeout, for an
 //! event the old behaviour could not produce at all, and says why.
+#![forbid(unsafe_code)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! `bastionctl check` names the bad key and line, and refuses files others
 //! could write.
+#![forbid(unsafe_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -4,6 +4,7 @@
 //! mounted on the log directory.
 //!
 //! Needs root (to mount the tmpfs).
+#![forbid(unsafe_code)]
 
 use std::fs;
 use std::io::Write;

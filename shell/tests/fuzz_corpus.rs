@@ -6,6 +6,7 @@
 //! One test: `first_frame` counts the process's open descriptors around
 //! each call, which other tests of the same binary running in parallel
 //! would disturb.
+#![forbid(unsafe_code)]
 
 #[path = "../../fuzz/src/cast_writer.rs"]
 mod cast_writer;

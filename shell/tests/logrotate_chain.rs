@@ -4,6 +4,7 @@
 //!
 //! Needs `logrotate` (`apt-get install logrotate`) and root (logrotate's
 //! `su root root`).
+#![forbid(unsafe_code)]
 
 use std::fs;
 use std::path::Path;

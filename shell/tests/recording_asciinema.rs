@@ -3,6 +3,7 @@
 //! showed, and accept bastion's extra header keys.
 //!
 //! Needs `asciinema` on PATH (`apt-get install asciinema`).
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::process::Command;

@@ -3,6 +3,7 @@
 //! (`nobody` here) sends it hostile first frames and idle connections, and
 //! bastiond must stay whole: no descriptor kept, no memory growth, no
 //! connection held, and real users still log in.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! iptables DNAT to the real metadata proxy and the STS-compatible server
 //! (moto) the test set-up runs: each user gets their own role, and nothing
 //! else.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Tests that disturb the whole bastion (Docker stopped, bastiond
 //! restarted, images retagged, short idle times). They run one at a time
 //! (a shared lock), after the other test binaries, and put everything back.
+#![forbid(unsafe_code)]
 
 mod common;
 

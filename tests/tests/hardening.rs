@@ -1,6 +1,7 @@
 //! The container's hardening, checked from the attacker's side: from inside
 //! a user's session, try the escape and assert it fails. Plus the Docker
 //! contract (labels, env) seen from the host.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Recordings and the audit trail of real sessions over real sshd: what a
 //! security reviewer gets, checked the way they would use it.
+#![forbid(unsafe_code)]
 
 mod common;
 

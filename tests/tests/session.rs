@@ -1,5 +1,6 @@
 //! Sessions through the real sshd and Docker Engine: what an SSH user sees.
 //! These tests may run in parallel; each uses its own users.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! (AssumeRole into another user's role, its admin API listing every issued
 //! secret, any other AWS service it mocks) answers on the host's loopback
 //! only, which the metadata proxy uses.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! stops nothing. These kill bastiond (briefly), so they run as ONE test
 //! (cargo runs test binaries one after another), and always leave bastiond
 //! running.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! File transfers through the login shell into the user's container home:
 //! scp (SFTP and legacy protocols), sftp and rsync, both directions.
+#![forbid(unsafe_code)]
 
 mod common;
 

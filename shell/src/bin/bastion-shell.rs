@@ -1,4 +1,5 @@
 //! `bastion-shell`: the users' login shell. See [`bastion::client`].
+#![forbid(unsafe_code)]
 
 fn main() {
     let code = bastion::client::main_with(std::env::args_os().collect(), std::env::vars_os());

@@ -1,5 +1,6 @@
 //! `bastionctl`: checks for ops and tools for security reviewers. The logic
 //! lives in [`bastion::ctl`] and [`bastion::review`]; this only parses.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;

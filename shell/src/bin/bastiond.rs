@@ -1,4 +1,5 @@
 //! `bastiond`: the root session broker. See [`bastion::broker`].
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -167,7 +167,7 @@ async fn build(strict: bool, closed_port: u16) -> Api {
     let sts = AwsSts::new(&StsSettings {
         endpoint: Some(endpoint.clone()),
         region: Some("us-east-1".into()),
-        static_credentials: Some(("unused".into(), Secret::new("unused"))),
+        static_credentials: Some(("unused".into(), Secret::from("unused"))),
         // Retries (and their back-off sleeps) included: a credential
         // request never waits longer than this.
         operation_timeout: Duration::from_millis(200),

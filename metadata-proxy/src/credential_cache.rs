@@ -677,8 +677,8 @@ mod tests {
             let now = SystemTime::now();
             Ok(IssuedCredentials {
                 access_key_id: format!("ASIA{n:016}"),
-                secret_access_key: Secret::new(format!("secret-{n}")),
-                session_token: Secret::new(format!("token-{n}")),
+                secret_access_key: Secret::from(format!("secret-{n}")),
+                session_token: Secret::from(format!("token-{n}")),
                 expiration: now + lifetime,
                 issued_at: now,
                 assumed_role_arn: Some(format!("{}/{}", request.role_arn, request.session_name)),

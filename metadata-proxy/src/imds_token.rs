@@ -69,7 +69,7 @@ impl TokenIssuer {
     pub fn issue(&self, container_id: &str, ttl_seconds: u32, now: SystemTime) -> Secret {
         let expiry = unix(now) + u64::from(ttl_seconds);
         let tag = self.mac(container_id, expiry).finalize().into_bytes();
-        Secret::new(format!("{expiry:x}.{}", hex::encode(tag)))
+        Secret::from(format!("{expiry:x}.{}", hex::encode(tag)))
     }
 
     /// Whether `token` was issued to `container_id` and is still valid.
@@ -106,6 +106,7 @@ fn unix(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::ExposeSecret;
 
     #[test]
     fn ttl_must_be_1_to_21600() {
@@ -131,7 +132,7 @@ mod tests {
         let issuer = TokenIssuer::random();
         let now = SystemTime::now();
         let token = issuer.issue("container-a", 60, now);
-        let bytes = token.expose().as_bytes();
+        let bytes = token.expose_secret().as_bytes();
         assert_eq!(issuer.verify(bytes, "container-a", now), Ok(()));
         assert_eq!(
             issuer.verify(bytes, "container-b", now),
@@ -148,7 +149,7 @@ mod tests {
         let issuer = TokenIssuer::random();
         let now = SystemTime::now();
         let token = issuer.issue("c", 60, now);
-        let (_, tag) = token.expose().split_once('.').unwrap();
+        let (_, tag) = token.expose_secret().split_once('.').unwrap();
         // Pushing the expiry forward breaks the MAC.
         let forged = format!("{:x}.{tag}", unix(now) + 100_000);
         assert_eq!(
@@ -157,7 +158,7 @@ mod tests {
         );
         let other = TokenIssuer::random().issue("c", 60, now);
         assert_eq!(
-            issuer.verify(other.expose().as_bytes(), "c", now),
+            issuer.verify(other.expose_secret().as_bytes(), "c", now),
             Err(TokenError::Invalid)
         );
         for junk in [&b""[..], b".", b"zz.zz", b"\xff", b"ffffffffffffffffff.00"] {

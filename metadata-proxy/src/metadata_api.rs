@@ -27,6 +27,7 @@ use crate::imds_token::{TokenIssuer, parse_ttl};
 use crate::metrics::Metrics;
 use crate::passthrough::Upstream;
 use crate::role::{Role, RoleNaming};
+use crate::secret::ExposeSecret;
 use crate::session_name::session_name;
 use crate::sts::{AssumeRole, AssumeRoleRequest, IssuedCredentials};
 
@@ -426,7 +427,7 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                 return refuse("unknown-caller", StatusCode::NOT_FOUND);
             };
             let token = self.tokens.issue(&caller.id, ttl, SystemTime::now());
-            let mut response = text(StatusCode::OK, token.expose().to_owned());
+            let mut response = text(StatusCode::OK, token.expose_secret().to_owned());
             response
                 .headers_mut()
                 .insert(TTL_HEADER, HeaderValue::from(ttl));
@@ -575,8 +576,8 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                         last_updated: ec2_time(creds.issued_at),
                         kind: "AWS-HMAC",
                         access_key_id: &creds.access_key_id,
-                        secret_access_key: creds.secret_access_key.expose(),
-                        token: creds.session_token.expose(),
+                        secret_access_key: creds.secret_access_key.expose_secret(),
+                        token: creds.session_token.expose_secret(),
                         expiration: ec2_time(creds.expiration),
                     })
                 });
@@ -659,8 +660,8 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
                     render(&ContainerCredentials {
                         role_arn: &role.arn,
                         access_key_id: &creds.access_key_id,
-                        secret_access_key: creds.secret_access_key.expose(),
-                        token: creds.session_token.expose(),
+                        secret_access_key: creds.secret_access_key.expose_secret(),
+                        token: creds.session_token.expose_secret(),
                         expiration: ec2_time(creds.expiration),
                         account_id: &role.account_id,
                     })
@@ -772,7 +773,7 @@ mod tests {
         let sts = AwsSts::new(&StsSettings {
             endpoint: Some("http://127.0.0.1:9".into()),
             region: Some("us-east-1".into()),
-            static_credentials: Some(("unused".into(), crate::secret::Secret::new("unused"))),
+            static_credentials: Some(("unused".into(), crate::secret::Secret::from("unused"))),
             operation_timeout: Duration::from_secs(1),
         })
         .await;

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, Secret};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BODY: usize = 64 * 1024;
@@ -116,7 +116,7 @@ impl Upstream {
             .await
         {
             Ok((StatusCode::OK, body)) => {
-                let token = Secret::new(String::from_utf8_lossy(&body).into_owned());
+                let token = Secret::from(String::from_utf8_lossy(&body).into_owned());
                 let until = Instant::now() + Duration::from_secs(u64::from(TOKEN_TTL) - 300);
                 *cached = Some((token.clone(), until));
                 Some(token)
@@ -141,7 +141,7 @@ impl Upstream {
             let token = self.token(renew).await;
             let header = token
                 .as_ref()
-                .map(|t| ("x-aws-ec2-metadata-token", t.expose()));
+                .map(|t| ("x-aws-ec2-metadata-token", t.expose_secret()));
             let (status, body) = self.send(Method::GET, &url, header).await?;
             match status {
                 StatusCode::OK | StatusCode::NOT_FOUND => return Ok((status, body)),

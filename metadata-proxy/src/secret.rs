@@ -1,46 +1,19 @@
-//! Secrets (STS secret keys, session tokens, IMDSv2 tokens, container
-//! authorization tokens) wrapped so that neither `Debug` nor `Display` can
-//! print them: a stray `{:?}` in a log line shows `[redacted]`.
+//! Secrets (STS secret keys, session tokens, IMDSv2 tokens, the upstream
+//! IMDS token) are `secrecy` strings: `Debug` shows `[REDACTED]`, there is
+//! no `Display`, and the memory is zeroed when dropped. Read one with
+//! [`ExposeSecret::expose_secret`], only where it is written into a
+//! response to its rightful client or a request to AWS.
 
-use std::fmt;
-
-/// A string that must never reach a log. Read it with [`Secret::expose`],
-/// only where it is written into a response or a request.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself: only for the bytes sent to the rightful client.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use secrecy::{ExposeSecret, SecretString as Secret};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn debug_and_display_never_show_the_value() {
-        let s = Secret::new("wJalrXUtnFEMI/K7MDENG");
-        assert_eq!(format!("{s:?}"), "[redacted]");
-        assert_eq!(format!("{s}"), "[redacted]");
+    fn debug_never_shows_the_value() {
+        let s = Secret::from("wJalrXUtnFEMI/K7MDENG");
+        assert!(!format!("{s:?}").contains("wJalr"));
         #[derive(Debug)]
         #[allow(dead_code)]
         struct Holder {
@@ -48,6 +21,7 @@ mod tests {
         }
         let shown = format!("{:?}", Holder { key: s.clone() });
         assert!(!shown.contains("wJalr"), "{shown}");
-        assert_eq!(s.expose(), "wJalrXUtnFEMI/K7MDENG");
+        assert!(shown.contains("REDACTED"), "{shown}");
+        assert_eq!(s.expose_secret(), "wJalrXUtnFEMI/K7MDENG");
     }
 }

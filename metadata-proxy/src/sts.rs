@@ -20,7 +20,7 @@ use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sts::operation::RequestId;
 use aws_sdk_sts::types::Tag;
 
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, Secret};
 
 /// One AssumeRole call, as the cache keys and repeats it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl AwsSts {
         if let Some((key, secret)) = &settings.static_credentials {
             loader = loader.credentials_provider(Credentials::new(
                 key,
-                secret.expose(),
+                secret.expose_secret(),
                 None,
                 None,
                 "bastion-static",
@@ -333,8 +333,8 @@ impl AssumeRole for AwsSts {
             })?;
         Ok(IssuedCredentials {
             access_key_id: creds.access_key_id().to_owned(),
-            secret_access_key: Secret::new(creds.secret_access_key()),
-            session_token: Secret::new(creds.session_token()),
+            secret_access_key: Secret::from(creds.secret_access_key()),
+            session_token: Secret::from(creds.session_token()),
             expiration,
             issued_at: SystemTime::now(),
             assumed_role_arn: out.assumed_role_user().map(|u| u.arn().to_owned()),

@@ -318,7 +318,7 @@ async fn after_a_long_sts_outage_a_cold_role_gets_credentials_as_soon_as_sts_ans
         &audit_log,
     );
     let mut options = ProxyOptions::from_config(&Config::parse(&text).unwrap());
-    options.sts.static_credentials = Some(("testing".into(), Secret::new("testing")));
+    options.sts.static_credentials = Some(("testing".into(), Secret::from("testing")));
     // The back-off a long outage leaves, from the first failure on: with
     // equal jitter, at least 150 s before the key may call STS again.
     options.tuning = Tuning {
@@ -411,7 +411,7 @@ async fn a_role_sts_refuses_keeps_backing_off_through_an_outage_and_its_end() {
     let sts = AwsSts::new(&StsSettings {
         endpoint: Some(moto.endpoint()),
         region: Some("us-east-1".into()),
-        static_credentials: Some(("testing".into(), Secret::new("testing"))),
+        static_credentials: Some(("testing".into(), Secret::from("testing"))),
         operation_timeout: Duration::from_secs(10),
     })
     .await;

@@ -160,7 +160,7 @@ pub fn options(moto: &Moto, audit_log: Option<&Path>) -> ProxyOptions {
     let mut options = ProxyOptions::from_config(&config);
     options.audit_log = audit_log.map(|p| (p.to_owned(), false));
     options.sts = StsSettings {
-        static_credentials: Some(("testing".into(), Secret::new("testing"))),
+        static_credentials: Some(("testing".into(), Secret::from("testing"))),
         ..options.sts
     };
     options.tuning = Tuning {

@@ -5,51 +5,59 @@
 //! file read as text would be refused before parsing).
 //!
 //! Properties (besides "never panics"):
-//! - an error has a message, a line within the text (when it names one)
-//!   and a non-empty key (when it names one; empty only for TOML's empty
-//!   quoted key, `"" = 1`);
+//! - an error lists its problems in the file's order, each with a
+//!   message, a line within the text (when it names one) and a non-empty
+//!   key (when it names one; TOML's empty quoted key is shown as `""`);
 //! - when the text is valid TOML (so the problem is a key, a type or a
 //!   value), the error names the key or the line;
 //! - a config that parses resolves users without panicking: root is always
 //!   refused, a user named in `allow_users` always allowed, and the
 //!   bridge's gateway lies in its subnet.
 
-use bastion::config::{Config, ResolveError};
+use bastion::config::{Config, Problem, ResolveError};
 
 pub fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     match Config::parse(&text) {
         Ok(config) => check_config(&config),
-        Err(problem) => {
-            let shown = problem.to_string();
+        Err(problems) => {
+            assert!(!problems.is_empty(), "an error without a problem");
+            let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
             assert!(
-                !problem.message.trim().is_empty(),
-                "an error without a message: {shown:?}"
+                lines.is_sorted_by_key(|l| l.unwrap_or(usize::MAX)),
+                "problems out of the file's order: {lines:?}"
             );
-            let lines = text.lines().count().max(1);
-            if let Some(line) = problem.line {
-                // One past the last line: an error at the very end of a
-                // text that ends with a newline.
-                assert!(
-                    (1..=lines + 1).contains(&line),
-                    "line {line} of a {lines}-line text: {shown:?}"
-                );
-            }
-            if let Some(key) = &problem.key {
-                // TOML allows an empty quoted key (`"" = 1`): then, and
-                // only then, the key named may be empty.
-                assert!(
-                    !key.is_empty() || text.contains("\"\"") || text.contains("''"),
-                    "an empty key named: {shown:?}"
-                );
-            }
-            if text.parse::<toml::Table>().is_ok() {
-                assert!(
-                    problem.key.is_some() || problem.line.is_some(),
-                    "an error in valid TOML that names neither a key nor a line: {shown:?}\n--- text ---\n{text}"
-                );
+            for problem in problems.iter() {
+                check_problem(&text, problem);
             }
         }
+    }
+}
+
+fn check_problem(text: &str, problem: &Problem) {
+    let shown = problem.to_string();
+    assert!(
+        !problem.message.trim().is_empty(),
+        "an error without a message: {shown:?}"
+    );
+    let lines = text.lines().count().max(1);
+    if let Some(line) = problem.line {
+        // One past the last line: an error at the very end of a text that
+        // ends with a newline.
+        assert!(
+            (1..=lines + 1).contains(&line),
+            "line {line} of a {lines}-line text: {shown:?}"
+        );
+    }
+    if let Some(key) = &problem.key {
+        // Keys are shown as TOML writes them: an empty key is `""`.
+        assert!(!key.is_empty(), "an empty key named: {shown:?}");
+    }
+    if text.parse::<toml::Table>().is_ok() {
+        assert!(
+            problem.key.is_some() || problem.line.is_some(),
+            "an error in valid TOML that names neither a key nor a line: {shown:?}\n--- text ---\n{text}"
+        );
     }
 }
 

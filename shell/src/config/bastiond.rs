@@ -9,6 +9,8 @@ use bytesize::ByteSize;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use super::problems::{Checks, KeyPath};
+
 /// `[bastiond]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -247,49 +249,48 @@ impl BastiondConfig {
         Ok(settings)
     }
 
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |key: &str, message: String| Err((format!("bastiond.{key}"), message));
+    pub(super) fn check(&self, at: &KeyPath, checks: &mut Checks) {
         if self.image.trim().is_empty() {
-            return bad("image", "must name an image".into());
+            checks.bad(at.key("image"), "must name an image");
         }
         if !self.shell.starts_with('/') {
-            return bad("shell", "must be an absolute path inside the image".into());
+            checks.bad(at.key("shell"), "must be an absolute path inside the image");
         }
         if !self.home_root.is_absolute() {
-            return bad("home_root", "must be an absolute path".into());
+            checks.bad(at.key("home_root"), "must be an absolute path");
         }
         if !self.state_dir.is_absolute() {
-            return bad("state_dir", "must be an absolute path".into());
+            checks.bad(at.key("state_dir"), "must be an absolute path");
         }
         if self.remove_after < self.idle_stop_after {
-            return bad(
-                "remove_after",
-                "must not be shorter than idle_stop_after".into(),
+            checks.bad(
+                at.key("remove_after"),
+                "must not be shorter than idle_stop_after",
             );
         }
         if self.request_timeout < Duration::from_millis(100)
             || self.request_timeout > Duration::from_secs(60)
         {
-            return bad("request_timeout", "must be between 100ms and 60s".into());
+            checks.bad(at.key("request_timeout"), "must be between 100ms and 60s");
         }
         if self.pending_per_uid == 0 || self.pending_per_uid > self.pending_total {
-            return bad(
-                "pending_per_uid",
-                "must be at least 1 and at most pending_total".into(),
+            checks.bad(
+                at.key("pending_per_uid"),
+                "must be at least 1 and at most pending_total",
             );
         }
         if self.network.name.is_empty() || self.network.name.len() > 15 {
-            return bad(
-                "network.name",
-                "must be 1 to 15 characters (it is also the Linux bridge name)".into(),
+            checks.bad(
+                at.key("network").key("name"),
+                "must be 1 to 15 characters (it is also the Linux bridge name)",
             );
         }
         if self.network.subnet.prefix_len() > 29 {
-            return bad("network.subnet", "must be a /29 or larger".into());
+            checks.bad(at.key("network").key("subnet"), "must be a /29 or larger");
         }
         if self.network.users_subnet.prefix_len() > USER_NETWORK_PREFIX - 1 {
-            return bad(
-                "network.users_subnet",
+            checks.bad(
+                at.key("network").key("users_subnet"),
                 format!("must hold at least two /{USER_NETWORK_PREFIX} networks (a /28 or larger)"),
             );
         }
@@ -302,35 +303,41 @@ impl BastiondConfig {
                 .subnet
                 .contains(&self.network.users_subnet.network())
         {
-            return bad(
-                "network.users_subnet",
-                "must not overlap network.subnet".into(),
+            checks.bad(
+                at.key("network").key("users_subnet"),
+                "must not overlap network.subnet",
             );
         }
         for name in self.env.keys() {
             if name.is_empty() || name.contains('=') {
-                return bad(
-                    &format!("env.{name}"),
-                    "is not a valid variable name".into(),
+                checks.bad(
+                    at.key("env").key(name.clone()),
+                    "is not a valid variable name",
                 );
             }
         }
-        validate_limits("limits", &self.limits.into())?;
+        check_limits(&at.key("limits"), &self.limits.into(), checks);
         for (kind, table) in [("groups", &self.groups), ("users", &self.users)] {
             for (name, overrides) in table {
                 if let Some(limits) = &overrides.limits {
-                    validate_limits(&format!("{kind}.{name}.limits"), limits)?;
+                    check_limits(
+                        &at.key(kind).key(name.clone()).key("limits"),
+                        limits,
+                        checks,
+                    );
                 }
                 if overrides
                     .image
                     .as_deref()
                     .is_some_and(|i| i.trim().is_empty())
                 {
-                    return bad(&format!("{kind}.{name}.image"), "must name an image".into());
+                    checks.bad(
+                        at.key(kind).key(name.clone()).key("image"),
+                        "must name an image",
+                    );
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -347,36 +354,34 @@ impl From<Limits> for PartialLimits {
     }
 }
 
-fn validate_limits(at: &str, limits: &PartialLimits) -> Result<(), (String, String)> {
-    let key = |k: &str| format!("bastiond.{at}.{k}");
+fn check_limits(at: &KeyPath, limits: &PartialLimits, checks: &mut Checks) {
     if limits.pids.is_some_and(|p| p < 16) {
-        return Err((key("pids"), "must be at least 16".into()));
+        checks.bad(at.key("pids"), "must be at least 16");
     }
     if limits.memory.is_some_and(|m| m < ByteSize::mib(64)) {
-        return Err((key("memory"), "must be at least 64MiB".into()));
+        checks.bad(at.key("memory"), "must be at least 64MiB");
     }
     if limits.cpus.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-        return Err((key("cpus"), "must be a positive number".into()));
+        checks.bad(at.key("cpus"), "must be a positive number");
     }
     if limits
         .home
         .is_some_and(|h| h.as_u64() != 0 && h < ByteSize::mib(64))
     {
-        return Err((key("home"), "must be 0 (no limit) or at least 64MiB".into()));
+        checks.bad(at.key("home"), "must be 0 (no limit) or at least 64MiB");
     }
     if limits.tmp.is_some_and(|t| t < ByteSize::mib(16)) {
-        return Err((key("tmp"), "must be at least 16MiB".into()));
+        checks.bad(at.key("tmp"), "must be at least 16MiB");
     }
     if limits
         .recordings
         .is_some_and(|r| r.as_u64() != 0 && r < ByteSize::mib(1))
     {
-        return Err((
-            key("recordings"),
-            "must be 0 (no limit) or at least 1MiB".into(),
-        ));
+        checks.bad(
+            at.key("recordings"),
+            "must be 0 (no limit) or at least 1MiB",
+        );
     }
-    Ok(())
 }
 
 impl Overrides {
@@ -486,10 +491,10 @@ role = "alice-role"
     #[test]
     fn bad_group_limits_name_their_key() {
         let text = "[bastiond.groups.dev]\nlimits = { pids = 1 }\n";
-        let problem = Config::parse(text).unwrap_err();
+        let problems = Config::parse(text).unwrap_err();
         assert_eq!(
-            problem.key.as_deref(),
-            Some("bastiond.groups.dev.limits.pids")
+            (problems[0].key.as_deref(), problems[0].line),
+            (Some("bastiond.groups.dev.limits.pids"), Some(2))
         );
     }
 }

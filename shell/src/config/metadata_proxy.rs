@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::problems::{Checks, KeyPath};
+
 /// `[metadata_proxy]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,25 +100,23 @@ impl MetadataProxyConfig {
     /// using credentials past their expiry when handed ones with less).
     pub const MIN_SERVED_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |key: &str, message: String| Err((format!("metadata_proxy.{key}"), message));
+    pub(super) fn check(&self, at: &KeyPath, checks: &mut Checks) {
         if self.port == 0 {
-            return bad("port", "must be a TCP port (1-65535)".into());
+            checks.bad(at.key("port"), "must be a TCP port (1-65535)");
         }
         if self.max_connections_per_source == 0 {
-            return bad("max_connections_per_source", "must be at least 1".into());
+            checks.bad(at.key("max_connections_per_source"), "must be at least 1");
         }
         if self.admin_listen.ip().is_unspecified() {
-            return bad(
-                "admin_listen",
-                "must not be a wildcard address: containers could reach /metrics; use 127.0.0.1"
-                    .into(),
+            checks.bad(
+                at.key("admin_listen"),
+                "must not be a wildcard address: containers could reach /metrics; use 127.0.0.1",
             );
         }
         if let Some(account) = &self.account_id
             && !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
         {
-            return bad("account_id", "must be a 12-digit AWS account id".into());
+            checks.bad(at.key("account_id"), "must be a 12-digit AWS account id");
         }
         if self.partition.is_empty()
             || !self
@@ -124,24 +124,27 @@ impl MetadataProxyConfig {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b == b'-')
         {
-            return bad("partition", "must be an ARN partition such as `aws`".into());
+            checks.bad(
+                at.key("partition"),
+                "must be an ARN partition such as `aws`",
+            );
         }
         if !self
             .role_prefix
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
         {
-            return bad(
-                "role_prefix",
-                "may only hold letters, digits and +=,.@_-/".into(),
+            checks.bad(
+                at.key("role_prefix"),
+                "may only hold letters, digits and +=,.@_-/",
             );
         }
         if let Some(id) = &self.external_id
             && !(2..=1224).contains(&id.len())
         {
-            return bad(
-                "external_id",
-                "must be 2 to 1224 characters (STS ExternalId)".into(),
+            checks.bad(
+                at.key("external_id"),
+                "must be 2 to 1224 characters (STS ExternalId)",
             );
         }
         if let Some(id) = &self.external_id
@@ -149,50 +152,40 @@ impl MetadataProxyConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(c))
         {
-            return bad(
-                "external_id",
-                "may only hold letters, digits and _+=,.@:/- (STS ExternalId)".into(),
+            checks.bad(
+                at.key("external_id"),
+                "may only hold letters, digits and _+=,.@:/- (STS ExternalId)",
             );
         }
         let secs = self.session_duration.as_secs();
         if !(900..=43200).contains(&secs) || self.session_duration.subsec_nanos() != 0 {
-            return bad(
-                "session_duration",
-                "must be whole seconds from 15m to 12h (STS DurationSeconds); role chaining caps it at 1h".into(),
-            );
+            checks.bad(at.key("session_duration"), "must be whole seconds from 15m to 12h (STS DurationSeconds); role chaining caps it at 1h");
         }
         if self.refresh_ahead <= Self::MIN_SERVED_LIFETIME {
-            return bad(
-                "refresh_ahead",
-                "must be more than 20m: credentials are always served with more than 20 minutes left".into(),
-            );
+            checks.bad(at.key("refresh_ahead"), "must be more than 20m: credentials are always served with more than 20 minutes left");
         }
         if self.session_duration < self.refresh_ahead + Duration::from_secs(300) {
-            return bad(
-                "session_duration",
-                "must be at least refresh_ahead + 5m, or credentials would be refreshed as soon as they are issued".into(),
-            );
+            checks.bad(at.key("session_duration"), "must be at least refresh_ahead + 5m, or credentials would be refreshed as soon as they are issued");
         }
         if let Some(endpoint) = &self.sts_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return bad("sts_endpoint", "must be an http:// or https:// URL".into());
+            checks.bad(at.key("sts_endpoint"), "must be an http:// or https:// URL");
         }
         if !self.imds_upstream.starts_with("http://") {
-            return bad(
-                "imds_upstream",
-                "must be an http:// URL (the real IMDS is http://169.254.169.254)".into(),
+            checks.bad(
+                at.key("imds_upstream"),
+                "must be an http:// URL (the real IMDS is http://169.254.169.254)",
             );
         }
         for (i, path) in self.passthrough.iter().enumerate() {
             if let Err(message) = check_passthrough(path) {
-                return bad(
-                    "passthrough",
+                checks.bad(
+                    at.key("passthrough").index(i),
                     format!("entry {} (`{path}`) {message}", i + 1),
                 );
             }
         }
-        Ok(())
     }
 }
 
@@ -231,8 +224,8 @@ mod tests {
     use super::MetadataProxyConfig;
 
     fn problem(text: &str) -> (Option<String>, Option<usize>) {
-        let p = Config::parse(text).unwrap_err();
-        (p.key, p.line)
+        let problems = Config::parse(text).unwrap_err();
+        (problems[0].key.clone(), problems[0].line)
     }
 
     #[test]
@@ -255,7 +248,11 @@ mod tests {
                 "[metadata_proxy]\npassthrough = [\"meta-data/instance-id\", \"{path}\"]\n"
             );
             let (key, line) = problem(&text);
-            assert_eq!(key.as_deref(), Some("metadata_proxy.passthrough"), "{path}");
+            assert_eq!(
+                key.as_deref(),
+                Some("metadata_proxy.passthrough[1]"),
+                "{path}"
+            );
             assert_eq!(line, Some(2), "{path}");
         }
         for path in [
@@ -268,7 +265,7 @@ mod tests {
             let text = format!("[metadata_proxy]\npassthrough = [\"{path}\"]\n");
             assert_eq!(
                 problem(&text).0.as_deref(),
-                Some("metadata_proxy.passthrough"),
+                Some("metadata_proxy.passthrough[0]"),
                 "{path}"
             );
         }
@@ -311,7 +308,7 @@ mod tests {
             assert_eq!(line, Some(2), "{text}");
         }
         let (got, _) = problem("[metadata_proxy]\nrequire_imdsv3 = true\n");
-        assert_eq!(got.as_deref(), Some("require_imdsv3"));
+        assert_eq!(got.as_deref(), Some("metadata_proxy.require_imdsv3"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod bastiond;
 mod metadata_proxy;
+pub mod problems;
 mod recording;
 
 pub use bastiond::{
@@ -13,6 +14,7 @@ pub use bastiond::{
     USER_NETWORK_PREFIX, UserSettings,
 };
 pub use metadata_proxy::MetadataProxyConfig;
+pub use problems::{Checks, Invalid, KeyPath, Problem, Problems};
 pub use recording::RecordingConfig;
 
 use std::path::{Path, PathBuf};
@@ -38,30 +40,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error(transparent)]
     File(#[from] SecureFileError),
-    #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: Problem },
-}
-
-/// One thing wrong with the file, located at a key and a line where known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: Option<usize>,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    /// Shown escaped: key and message quote the file's text, and control
-    /// characters in it must not reach the terminal raw.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = match (&self.line, &self.key) {
-            (Some(line), Some(key)) => format!("line {line}, key `{key}`: {}", self.message),
-            (Some(line), None) => format!("line {line}: {}", self.message),
-            (None, Some(key)) => format!("key `{key}`: {}", self.message),
-            (None, None) => self.message.clone(),
-        };
-        f.write_str(&crate::review::terminal_safe::escape(&text))
-    }
+    #[error("{path}: {}", problems.to_string().replace('\n', &format!("\n{}: ", path.display())))]
+    Invalid { path: PathBuf, problems: Problems },
 }
 
 impl Config {
@@ -73,97 +53,25 @@ impl Config {
     /// Like [`Config::load`], with the required owner spelled out (tests).
     pub fn load_owned_by(path: &Path, owner: Owner) -> Result<Self, ConfigError> {
         let text = secure_file::read_trusted(path, owner)?;
-        Self::parse(&text).map_err(|problem| ConfigError::Invalid {
+        Self::parse(&text).map_err(|problems| ConfigError::Invalid {
             path: path.to_owned(),
-            problem,
+            problems,
         })
     }
 
-    /// Parses and validates config text.
-    pub fn parse(text: &str) -> Result<Self, Problem> {
-        let config: Config = toml::from_str(text).map_err(|e| problem_from_toml(text, &e))?;
-        config.validate().map_err(|(key, message)| Problem {
-            line: line_of_key(text, &key),
-            key: Some(key),
-            message,
-        })?;
-        Ok(config)
+    /// Parses and validates config text: the config, or every problem of
+    /// the text, each at its full key and line.
+    pub fn parse(text: &str) -> Result<Self, Problems> {
+        problems::parse_checked(text, |config: &Config, checks| config.check(checks))
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
-        self.bastiond.validate()?;
-        self.metadata_proxy.validate()?;
-        self.recording.validate()?;
-        Ok(())
+    fn check(&self, checks: &mut Checks) {
+        let root = KeyPath::root();
+        self.bastiond.check(&root.key("bastiond"), checks);
+        self.metadata_proxy
+            .check(&root.key("metadata_proxy"), checks);
+        self.recording.check(&root.key("recording"), checks);
     }
-}
-
-/// Turns a TOML/serde error into a located [`Problem`]: the line from the
-/// error's span, the key from the text at that line.
-fn problem_from_toml(text: &str, err: &toml::de::Error) -> Problem {
-    let line = err.span().map(|span| line_number(text, span.start));
-    let key = err
-        .span()
-        .and_then(|span| key_at(text, span.start))
-        .or_else(|| unknown_field_name(err.message()));
-    Problem {
-        line,
-        key,
-        message: err.message().trim().to_owned(),
-    }
-}
-
-fn line_number(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The `key` of a `key = value` line holding `offset`.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = &text[start..end];
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
-}
-
-fn unknown_field_name(message: &str) -> Option<String> {
-    let rest = message.split_once("unknown field `")?.1;
-    Some(rest.split_once('`')?.0.to_owned())
-}
-
-/// Finds the line of a dotted key path such as `bastiond.limits.cpus` by
-/// following table headers; good enough for the hand-written files ops keep.
-pub fn line_of_key(text: &str, path: &str) -> Option<usize> {
-    let (table, leaf) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut current = String::new();
-    let mut table_line = None;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(header) = line.strip_prefix('[') {
-            current = header
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .split('.')
-                .map(|p| p.trim().trim_matches('"'))
-                .collect::<Vec<_>>()
-                .join(".");
-            if current == path {
-                table_line = Some(i + 1);
-            }
-            continue;
-        }
-        if current == table
-            && let Some((key, _)) = line.split_once('=')
-            && key.trim().trim_matches('"') == leaf
-        {
-            return Some(i + 1);
-        }
-    }
-    table_line
 }
 
 #[cfg(test)]
@@ -172,7 +80,8 @@ mod tests {
 
     #[test]
     fn a_key_with_control_characters_is_shown_escaped() {
-        let problem = Config::parse("[bastiond]\n\"a\\u001b]0;x\\u0007\" = 1\n").unwrap_err();
+        let problems = Config::parse("[bastiond]\n\"a\\u001b]0;x\\u0007\" = 1\n").unwrap_err();
+        let problem = &problems[0];
         let shown = problem.to_string();
         assert!(
             !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
@@ -194,35 +103,79 @@ mod tests {
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
         let text = "[bastiond]\nimage = \"x\"\nimagee = \"y\"\n";
-        let problem = Config::parse(text).unwrap_err();
+        let problems = Config::parse(text).unwrap_err();
+        let problem = &problems[0];
         assert_eq!(problem.line, Some(3), "{problem}");
-        assert_eq!(problem.key.as_deref(), Some("imagee"), "{problem}");
+        assert_eq!(problem.key.as_deref(), Some("bastiond.imagee"), "{problem}");
         assert!(problem.to_string().contains("line 3"), "{problem}");
     }
 
     #[test]
     fn a_wrong_type_is_named_with_its_line() {
         let text = "[bastiond]\n\n[bastiond.limits]\npids = \"many\"\n";
-        let problem = Config::parse(text).unwrap_err();
+        let problems = Config::parse(text).unwrap_err();
+        let problem = &problems[0];
         assert_eq!(problem.line, Some(4), "{problem}");
-        assert_eq!(problem.key.as_deref(), Some("pids"), "{problem}");
+        assert_eq!(
+            problem.key.as_deref(),
+            Some("bastiond.limits.pids"),
+            "{problem}"
+        );
     }
 
     #[test]
     fn a_bad_value_is_named_with_its_line() {
         let text = "[bastiond]\nimage = \"x\"\n[bastiond.limits]\ncpus = -1.0\n";
-        let problem = Config::parse(text).unwrap_err();
+        let problems = Config::parse(text).unwrap_err();
+        let problem = &problems[0];
         assert_eq!(problem.key.as_deref(), Some("bastiond.limits.cpus"));
         assert_eq!(problem.line, Some(4), "{problem}");
     }
 
     #[test]
-    fn line_of_key_follows_table_headers() {
-        let text = "[a]\nx = 1\n[a.b]\nx = 2\n[\"c\"]\ny = 3\n";
-        assert_eq!(line_of_key(text, "a.x"), Some(2));
-        assert_eq!(line_of_key(text, "a.b.x"), Some(4));
-        assert_eq!(line_of_key(text, "c.y"), Some(6));
-        assert_eq!(line_of_key(text, "a.b"), Some(3));
-        assert_eq!(line_of_key(text, "z.q"), None);
+    fn every_problem_of_the_file_is_reported_with_its_full_key_and_line() {
+        let text = "\
+[bastiond]
+image = \"\"
+limits = { pids = \"many\", cpus = -2.0 }
+allow_users = [\"alice\", 3]
+[bastiond.users.bob]
+limits = { memory = \"1MiB\" }
+[metadata_proxy]
+port = 0
+[recording]
+on_log_failure = \"maybe\"
+";
+        let problems = Config::parse(text).unwrap_err();
+        let found: Vec<(Option<&str>, Option<usize>)> = problems
+            .iter()
+            .map(|p| (p.key.as_deref(), p.line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some("bastiond.image"), Some(2)),
+                (Some("bastiond.limits.pids"), Some(3)),
+                (Some("bastiond.limits.cpus"), Some(3)),
+                (Some("bastiond.allow_users[1]"), Some(4)),
+                (Some("bastiond.users.bob.limits.memory"), Some(6)),
+                (Some("metadata_proxy.port"), Some(8)),
+                (Some("recording.on_log_failure"), Some(10)),
+            ],
+            "{problems}"
+        );
+        // One line each when shown, each naming the file.
+        let shown = ConfigError::Invalid {
+            path: "/etc/bastion/bastion.toml".into(),
+            problems,
+        }
+        .to_string();
+        assert_eq!(shown.lines().count(), 7, "{shown}");
+        assert!(
+            shown
+                .lines()
+                .all(|l| l.starts_with("/etc/bastion/bastion.toml: line ")),
+            "{shown}"
+        );
     }
 }

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use super::problems::{Checks, KeyPath};
+
 pub use crate::recording::OnLogFailure;
 
 /// The banner shown by default at the start of interactive sessions.
@@ -73,34 +75,32 @@ impl RecordingConfig {
         (!text.is_empty()).then_some(text)
     }
 
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |key: &str, message: &str| Err((format!("recording.{key}"), message.to_owned()));
+    pub(super) fn check(&self, at: &KeyPath, checks: &mut Checks) {
         if !self.log_dir.is_absolute() {
-            return bad("log_dir", "must be an absolute path");
+            checks.bad(at.key("log_dir"), "must be an absolute path");
         }
         if !self.audit_log.is_absolute() {
-            return bad("audit_log", "must be an absolute path");
+            checks.bad(at.key("audit_log"), "must be an absolute path");
         }
         if self.audit_log.file_name().is_none() {
-            return bad("audit_log", "must name a file");
+            checks.bad(at.key("audit_log"), "must name a file");
         }
         if self.max_recording_bytes < ByteSize::kib(64) {
-            return bad("max_recording_bytes", "must be at least 64KiB");
+            checks.bad(at.key("max_recording_bytes"), "must be at least 64KiB");
         }
         if self.banner.len() > 4096 {
-            return bad("banner", "must be at most 4096 bytes");
+            checks.bad(at.key("banner"), "must be at most 4096 bytes");
         }
         if self
             .banner
             .chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t')
         {
-            return bad(
-                "banner",
+            checks.bad(
+                at.key("banner"),
                 "must not contain control characters (escape sequences could hide it)",
             );
         }
-        Ok(())
     }
 }
 
@@ -138,9 +138,14 @@ mod tests {
 
     #[test]
     fn a_bad_on_log_failure_is_named_with_its_line() {
-        let problem = Config::parse("[recording]\non_log_failure = \"ignore\"\n").unwrap_err();
+        let problems = Config::parse("[recording]\non_log_failure = \"ignore\"\n").unwrap_err();
+        let problem = &problems[0];
         assert_eq!(problem.line, Some(2), "{problem}");
-        assert_eq!(problem.key.as_deref(), Some("on_log_failure"), "{problem}");
+        assert_eq!(
+            problem.key.as_deref(),
+            Some("recording.on_log_failure"),
+            "{problem}"
+        );
     }
 
     #[test]
@@ -167,7 +172,8 @@ mod tests {
                 2,
             ),
         ] {
-            let problem = Config::parse(text).unwrap_err();
+            let problems = Config::parse(text).unwrap_err();
+            let problem = &problems[0];
             assert_eq!(problem.key.as_deref(), Some(key), "{text}: {problem}");
             assert_eq!(problem.line, Some(line), "{text}: {problem}");
         }

@@ -168,8 +168,9 @@ pub fn run(socket: &Path, request: &Request) -> Result<i32, ShellError> {
     if request.tty {
         forward_resizes(&stream).map_err(ShellError::Send)?;
     }
+    let mut frames = protocol::FrameReader::new(&mut stream);
     loop {
-        match protocol::read_frame::<ServerMessage>(&mut stream) {
+        match frames.read::<ServerMessage>() {
             Ok(ServerMessage::Notice { message }) => eprintln!("bastion: {message}"),
             Ok(ServerMessage::Exit { code }) => return Ok(code),
             Ok(ServerMessage::Error { message, code }) => {

@@ -11,7 +11,11 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use tokio_util::codec::{
+    Decoder, Encoder, FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError,
+};
 
 /// Protocol version, bumped on any incompatible change.
 pub const VERSION: u32 = 1;
@@ -92,19 +96,32 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
+/// The frame codec: a big-endian u32 length, then that many bytes, at most
+/// [`MAX_FRAME`]. Every frame either side reads or writes goes through it,
+/// except the shell's first frame on the broker's side, which arrives with
+/// descriptors (`recvmsg`) and is assembled by `broker::request` with
+/// [`frame_len`].
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .big_endian()
+        .length_field_type::<u32>()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
 /// Encodes one frame.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let body = serde_json::to_vec(message)?;
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(body.len()));
     }
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    Ok(frame)
+    let mut frame = BytesMut::with_capacity(4 + body.len());
+    codec().encode(Bytes::from(body), &mut frame)?;
+    Ok(frame.to_vec())
 }
 
-/// Parses the 4-byte length prefix.
+/// Parses the 4-byte length prefix of the first frame (the one that comes
+/// with descriptors): the same rule as [`codec`].
 pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_FRAME {
@@ -113,37 +130,83 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
+fn decode<T: for<'de> Deserialize<'de>>(frame: Option<BytesMut>) -> Result<T, FrameError> {
+    let frame = frame.ok_or(FrameError::Closed)?;
+    Ok(serde_json::from_slice(&frame)?)
+}
+
+/// The codec's error as ours: a frame over [`MAX_FRAME`] is `TooLarge`.
+fn codec_error(e: io::Error) -> FrameError {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
+    {
+        FrameError::TooLarge(MAX_FRAME + 1)
+    } else {
+        FrameError::Io(e)
+    }
+}
+
+/// Reads frames from a blocking reader (the shell's side).
+pub struct FrameReader<R> {
+    inner: R,
+    codec: LengthDelimitedCodec,
+    buf: BytesMut,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            codec: codec(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The next message; [`FrameError::Closed`] at the end of the stream
+    /// between frames.
+    pub fn read<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, FrameError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).map_err(codec_error)? {
+                return decode(Some(frame));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return match self.codec.decode_eof(&mut self.buf).map_err(codec_error)? {
+                    Some(frame) => decode(Some(frame)),
+                    None if self.buf.is_empty() => Err(FrameError::Closed),
+                    None => Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
 /// Writes one frame to a blocking writer.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), FrameError> {
     w.write_all(&encode(message)?)?;
     Ok(())
 }
 
-/// Reads one frame from a blocking reader.
-pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
-    let mut prefix = [0u8; 4];
-    match r.read_exact(&mut prefix) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        other => other?,
-    }
-    let mut body = vec![0u8; frame_len(prefix)?];
-    r.read_exact(&mut body)?;
-    Ok(serde_json::from_slice(&body)?)
+/// Reads frames from an async reader (the broker's side, after the first
+/// frame).
+pub struct AsyncFrameReader<R> {
+    frames: FramedRead<R, LengthDelimitedCodec>,
 }
 
-/// Reads one frame from an async reader.
-pub async fn read_frame_async<T: for<'de> Deserialize<'de>>(
-    r: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> Result<T, FrameError> {
-    use tokio::io::AsyncReadExt;
-    let mut prefix = [0u8; 4];
-    match r.read_exact(&mut prefix).await {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        other => other?,
-    };
-    let mut body = vec![0u8; frame_len(prefix)?];
-    r.read_exact(&mut body).await?;
-    Ok(serde_json::from_slice(&body)?)
+impl<R: tokio::io::AsyncRead + Unpin> AsyncFrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            frames: FramedRead::new(inner, codec()),
+        }
+    }
+
+    /// The next message; [`FrameError::Closed`] at the end of the stream.
+    pub async fn read<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, FrameError> {
+        use futures_util::StreamExt;
+        decode(self.frames.next().await.transpose().map_err(codec_error)?)
+    }
 }
 
 /// Writes one frame to an async writer.
@@ -170,12 +233,46 @@ mod tests {
             env: BTreeMap::from([("TERM".into(), "xterm".into())]),
         };
         let bytes = encode(&request).unwrap();
-        let back: Request = read_frame(&mut &bytes[..]).unwrap();
+        assert_eq!(&bytes[..4], &((bytes.len() - 4) as u32).to_be_bytes());
+        let back: Request = FrameReader::new(&bytes[..]).read().unwrap();
         assert_eq!(back, request);
 
+        // Several frames in one stream, read one by one, then the end.
         let exit = ServerMessage::Exit { code: 42 };
-        let back: ServerMessage = read_frame(&mut &encode(&exit).unwrap()[..]).unwrap();
-        assert_eq!(back, exit);
+        let notice = ServerMessage::Notice {
+            message: "hi".into(),
+        };
+        let stream = [encode(&notice).unwrap(), encode(&exit).unwrap()].concat();
+        let mut reader = FrameReader::new(&stream[..]);
+        assert_eq!(reader.read::<ServerMessage>().unwrap(), notice);
+        assert_eq!(reader.read::<ServerMessage>().unwrap(), exit);
+        assert!(matches!(
+            reader.read::<ServerMessage>(),
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_async_reader_reads_what_the_shell_writes() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for cols in 1..=50u16 {
+                let resize = ClientMessage::Resize(WindowSize { cols, rows: 24 });
+                write_frame_async(&mut b, &resize).await.unwrap();
+            }
+        });
+        let mut reader = AsyncFrameReader::new(a);
+        for cols in 1..=50u16 {
+            assert_eq!(
+                reader.read::<ClientMessage>().await.unwrap(),
+                ClientMessage::Resize(WindowSize { cols, rows: 24 })
+            );
+        }
+        writer.await.unwrap();
+        assert!(matches!(
+            reader.read::<ClientMessage>().await,
+            Err(FrameError::Closed)
+        ));
     }
 
     #[test]
@@ -183,18 +280,22 @@ mod tests {
         let mut big = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
         big.extend_from_slice(b"{}");
         assert!(matches!(
-            read_frame::<ServerMessage>(&mut &big[..]),
+            FrameReader::new(&big[..]).read::<ServerMessage>(),
             Err(FrameError::TooLarge(_))
         ));
         assert!(matches!(
-            read_frame::<ServerMessage>(&mut &[][..]),
+            FrameReader::new(&[][..]).read::<ServerMessage>(),
             Err(FrameError::Closed)
         ));
         let short = [0u8, 0, 0, 10, b'{'];
         assert!(matches!(
-            read_frame::<ServerMessage>(&mut &short[..]),
+            FrameReader::new(&short[..]).read::<ServerMessage>(),
             Err(FrameError::Io(_))
         ));
+        let too_big = ServerMessage::Notice {
+            message: "x".repeat(MAX_FRAME),
+        };
+        assert!(matches!(encode(&too_big), Err(FrameError::TooLarge(_))));
     }
 
     #[test]

@@ -722,8 +722,9 @@ async fn attach(
         };
         let input = pump::input(&stdin, to_exec, observer, &counters);
         let controls = async {
+            let mut frames = protocol::AsyncFrameReader::new(&mut control);
             loop {
-                match protocol::read_frame_async::<ClientMessage>(&mut control).await {
+                match frames.read::<ClientMessage>().await {
                     Ok(ClientMessage::Resize(size)) if size.is_valid() => {
                         observer.resize(size);
                         resize(broker, exec_id, size).await;

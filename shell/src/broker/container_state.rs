@@ -23,7 +23,7 @@ use bollard::query_parameters::EventsOptions;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::container::Running;
+use super::cgroup::CgroupFiles;
 
 /// A running, current user container as an inspect showed it.
 #[derive(Debug, Clone)]
@@ -234,6 +234,23 @@ pub async fn watch(state: Arc<ContainerState>, docker: Docker, shutdown: Cancell
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// A user's running container.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub id: String,
+    pub name: String,
+    /// The image reference from the config.
+    pub image: String,
+    /// The image id (`sha256:…`) the container runs.
+    pub image_id: String,
+    pub role: Option<String>,
+    /// The container's cgroup (its processes and limit counters), found
+    /// from its init process when it was inspected.
+    pub cgroup: Option<Arc<CgroupFiles>>,
+    /// Known from the events-kept state, without asking the Engine.
+    pub remembered: bool,
 }
 
 #[cfg(test)]

@@ -3,14 +3,12 @@
 //! socket, runs each session as a `docker exec` in the user's container,
 //! and stops and removes idle containers.
 
-pub mod accounts;
 pub mod admission;
 pub mod cgroup;
 pub mod container;
 pub mod container_state;
 pub mod exec_stream;
 pub mod fdio;
-pub mod home;
 pub mod identity;
 pub mod limits;
 pub mod plan;

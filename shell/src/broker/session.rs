@@ -17,7 +17,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use super::Broker;
 use super::admission::Pending;
 use super::cgroup::{CgroupFiles, Tracking};
-use super::container::{ContainerError, ContainerKind, ENGINE_DOWN, Running};
+use super::container::{ContainerError, ContainerKind, ENGINE_DOWN};
+use super::container_state::Running;
 use super::exec_stream::{self, ExecStartError};
 use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
@@ -211,7 +212,7 @@ async fn run(
     phase("identified");
     let plan = Plan::of(request);
     // File transfers run in the user's file-transfer container, apart from
-    // every other session of theirs (container.rs, ContainerKind).
+    // every other session of theirs (container/spec.rs, ContainerKind).
     let container_kind = match plan {
         Plan::Transfer(_) => ContainerKind::Transfers,
         _ => ContainerKind::Shell,

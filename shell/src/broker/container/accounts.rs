@@ -24,7 +24,7 @@ use bollard::query_parameters::{
 };
 use futures_util::TryStreamExt;
 
-use super::identity::Identity;
+use crate::broker::identity::Identity;
 
 /// Where the container-credentials token is mounted inside.
 pub const TOKEN_PATH_IN_CONTAINER: &str = "/etc/bastion/aws-container-token";

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use bytesize::ByteSize;
 
-use super::identity::Identity;
+use crate::broker::identity::Identity;
 
 /// Why a user's home could not be made ready.
 #[derive(Debug, thiserror::Error)]

@@ -1,73 +1,26 @@
 //! Housekeeping of users' containers: at start-up, recover the view from
 //! Docker labels and kill what a previous broker's sessions left running;
 //! then, periodically, kill what no live session owns (session cgroups of
-//! sessions that are gone, strays outside every session), stop containers
-//! idle for `idle_stop_after` and remove containers stopped for
-//! `remove_after` (homes stay on the host).
+//! sessions that are gone, strays outside every session), and decide which
+//! containers to stop (idle for `idle_stop_after`) and to remove (stopped
+//! for `remove_after`; homes stay on the host). The stopping and removing
+//! themselves, and their audit events, are the container manager's
+//! ([`super::container::ContainerManager::stop`], `remove`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-};
-
 use super::Broker;
 use super::cgroup::CgroupFiles;
-use super::container::{Lifecycle, event, labels};
+use super::container::Listed;
 use super::session_cgroup;
-use super::user_network;
 use crate::log_limit::LogLimit;
 use crate::recording::LogDisk;
-
-/// A bastion container as listed by Docker.
-struct Listed {
-    id: String,
-    name: String,
-    user: String,
-    uid: Option<u32>,
-    running: bool,
-    /// The user's file-transfer container (not their shell container).
-    transfers: bool,
-}
-
-async fn list(broker: &Broker) -> Result<Vec<Listed>, bollard::errors::Error> {
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&HashMap::from([("label", vec![labels::USER])]))
-        .build();
-    let summaries = broker
-        .containers
-        .docker()
-        .list_containers(Some(options))
-        .await?;
-    Ok(summaries
-        .into_iter()
-        .filter_map(|c| {
-            let user = c.labels.as_ref()?.get(labels::USER)?.clone();
-            let uid = c
-                .labels
-                .as_ref()?
-                .get(labels::UID)
-                .and_then(|u| u.parse().ok());
-            let transfers = c.labels.as_ref()?.contains_key(labels::PURPOSE);
-            Some(Listed {
-                id: c.id?,
-                name: c.names?.first()?.trim_start_matches('/').to_owned(),
-                user,
-                uid,
-                transfers,
-                running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
-            })
-        })
-        .collect())
-}
 
 /// Start-up recovery: sessions of a previous broker cannot outlive it (it
 /// held their streams), so their processes are killed. Containers stay.
 pub async fn recover(broker: &Broker) {
-    let containers = match list(broker).await {
+    let containers = match broker.containers.list().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list bastion containers at start-up");
@@ -85,19 +38,7 @@ pub async fn recover(broker: &Broker) {
 /// failed to clean up) and the user's processes outside every session.
 /// Returns (sessions, strays) killed.
 async fn kill_unowned(broker: &Broker, c: &Listed) -> (usize, usize) {
-    let pid = match broker
-        .containers
-        .docker()
-        .inspect_container(&c.id, None)
-        .await
-    {
-        Ok(inspect) => inspect
-            .state
-            .and_then(|s| s.pid)
-            .and_then(|p| i32::try_from(p).ok())
-            .filter(|&p| p > 0),
-        Err(_) => None,
-    };
+    let pid = broker.containers.init_pid(&c.id).await;
     let Some(tracking) = pid
         .and_then(|pid| CgroupFiles::of_container(pid, &c.id))
         .and_then(|files| files.tracking)
@@ -179,9 +120,9 @@ fn check_log_disk(config: &crate::config::RecordingConfig, limit: &mut LogLimit<
 
 async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
     let config = broker.config.current();
-    let docker = broker.containers.docker();
-    for c in list(broker).await? {
-        let lock = broker.containers.lock_for(&c.user);
+    let containers = &broker.containers;
+    for c in containers.list().await? {
+        let lock = containers.lock_for(&c.user);
         let _guard = lock.lock().await;
         if c.running {
             let (sessions, strays) = kill_unowned(broker, &c).await;
@@ -190,56 +131,15 @@ async fn sweep(broker: &Broker) -> Result<(), bollard::errors::Error> {
             }
             let idle = broker.live.idle_since(&c.user, broker.started);
             if idle.is_some_and(|since| since.elapsed() >= config.bastiond.idle_stop_after) {
-                docker
-                    .stop_container(&c.id, Some(StopContainerOptionsBuilder::new().t(5).build()))
-                    .await?;
-                tracing::info!(container = %c.name, user = %c.user, "stopped idle container");
-                let ev = event(&c.user, &c.name, &c.id, None, "idle");
-                broker.containers.audit(Lifecycle::Stop, ev).await;
+                containers.stop(&c, "idle").await?;
             }
-        } else if stopped_for(broker, &c.id).await? >= config.bastiond.remove_after {
-            docker
-                .remove_container(
-                    &c.id,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
+        } else if containers.stopped_for(&c.id).await? >= config.bastiond.remove_after {
+            containers
+                .remove(&c, "stopped longer than remove_after")
                 .await?;
-            tracing::info!(container = %c.name, user = %c.user, "removed long-stopped container");
-            if !c.transfers {
-                user_network::remove(docker, &c.user).await;
-            }
-            let ev = event(
-                &c.user,
-                &c.name,
-                &c.id,
-                None,
-                "stopped longer than remove_after",
-            );
-            broker.containers.audit(Lifecycle::Remove, ev).await;
         }
     }
     Ok(())
-}
-
-/// How long a container has been stopped (zero when unknown).
-async fn stopped_for(broker: &Broker, id: &str) -> Result<Duration, bollard::errors::Error> {
-    let inspect = broker
-        .containers
-        .docker()
-        .inspect_container(id, None)
-        .await?;
-    let finished = inspect.state.and_then(|s| s.finished_at).and_then(|t| {
-        time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
-    });
-    let Some(finished) = finished else {
-        return Ok(Duration::ZERO);
-    };
-    if finished.year() < 2000 {
-        // Created but never started: count from now on.
-        return Ok(Duration::ZERO);
-    }
-    let age = time::OffsetDateTime::now_utc() - finished;
-    Ok(age.try_into().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

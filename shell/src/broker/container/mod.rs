@@ -5,10 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::RemoveContainerOptionsBuilder;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
 
 pub mod accounts;
 pub mod home;
@@ -26,7 +29,7 @@ pub use spec::{
 use super::cgroup::CgroupFiles;
 use super::container_state::{ContainerState, KnownContainer, Running, Ticket};
 use super::identity::Identity;
-use super::user_network::UserNetworkError;
+use super::user_network::{self, UserNetworkError};
 use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
 use crate::config::{BastiondConfig, UserSettings};
 
@@ -117,9 +120,21 @@ pub struct ContainerManager {
     network_alloc: tokio::sync::Mutex<()>,
 }
 
+/// A bastion container as listed by Docker.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub uid: Option<u32>,
+    pub running: bool,
+    /// The user's file-transfer container (not their shell container).
+    pub transfers: bool,
+}
+
 /// Which container lifecycle event to audit.
 #[derive(Debug, Clone, Copy)]
-pub enum Lifecycle {
+enum Lifecycle {
     Create,
     Start,
     Stop,
@@ -168,8 +183,90 @@ impl ContainerManager {
         })
     }
 
+    /// Every bastion container (labelled with a user), running or not.
+    pub async fn list(&self) -> Result<Vec<Listed>, DockerError> {
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![labels::USER])]))
+            .build();
+        let summaries = self.docker.list_containers(Some(options)).await?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.as_ref()?;
+                Some(Listed {
+                    user: labels.get(labels::USER)?.clone(),
+                    uid: labels.get(labels::UID).and_then(|u| u.parse().ok()),
+                    transfers: labels.contains_key(labels::PURPOSE),
+                    running: c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                    name: c.names?.first()?.trim_start_matches('/').to_owned(),
+                    id: c.id?,
+                })
+            })
+            .collect())
+    }
+
+    /// The pid (on the host) of container `id`'s init, when it runs.
+    pub async fn init_pid(&self, id: &str) -> Option<i32> {
+        let inspect = self.docker.inspect_container(id, None).await.ok()?;
+        inspect
+            .state?
+            .pid
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|&p| p > 0)
+    }
+
+    /// How long container `id` has been stopped (zero when unknown or never
+    /// started).
+    pub async fn stopped_for(&self, id: &str) -> Result<Duration, DockerError> {
+        let inspect = self.docker.inspect_container(id, None).await?;
+        let finished = inspect.state.and_then(|s| s.finished_at).and_then(|t| {
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+        });
+        let Some(finished) = finished else {
+            return Ok(Duration::ZERO);
+        };
+        if finished.year() < 2000 {
+            // Created but never started: count from now on.
+            return Ok(Duration::ZERO);
+        }
+        let age = time::OffsetDateTime::now_utc() - finished;
+        Ok(age.try_into().unwrap_or(Duration::ZERO))
+    }
+
+    /// Stops container `c` (5 s grace), logs and audits it with `reason`.
+    /// The caller holds the user's lock.
+    pub async fn stop(&self, c: &Listed, reason: &str) -> Result<(), DockerError> {
+        self.docker
+            .stop_container(&c.id, Some(StopContainerOptionsBuilder::new().t(5).build()))
+            .await?;
+        tracing::info!(container = %c.name, user = %c.user, reason, "stopped container");
+        let ev = event(&c.user, &c.name, &c.id, None, reason);
+        self.audit(Lifecycle::Stop, ev).await;
+        Ok(())
+    }
+
+    /// Removes container `c` (and, for a shell container, the user's
+    /// network; the home stays), logs and audits it with `reason`. The
+    /// caller holds the user's lock.
+    pub async fn remove(&self, c: &Listed, reason: &str) -> Result<(), DockerError> {
+        self.docker
+            .remove_container(
+                &c.id,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await?;
+        tracing::info!(container = %c.name, user = %c.user, reason, "removed container");
+        if !c.transfers {
+            user_network::remove(&self.docker, &c.user).await;
+        }
+        let ev = event(&c.user, &c.name, &c.id, None, reason);
+        self.audit(Lifecycle::Remove, ev).await;
+        Ok(())
+    }
+
     /// Writes a `container.*` audit event (off the async threads).
-    pub async fn audit(&self, what: Lifecycle, event: ContainerEvent) {
+    async fn audit(&self, what: Lifecycle, event: ContainerEvent) {
         let audit = self.audit.clone();
         let record = match what {
             Lifecycle::Create => AuditEvent::ContainerCreate(event),
@@ -397,13 +494,7 @@ impl ContainerManager {
 }
 
 /// A `container.*` event.
-pub fn event(
-    user: &str,
-    name: &str,
-    id: &str,
-    image_id: Option<&str>,
-    reason: &str,
-) -> ContainerEvent {
+fn event(user: &str, name: &str, id: &str, image_id: Option<&str>, reason: &str) -> ContainerEvent {
     ContainerEvent {
         user: user.to_owned(),
         container: name.to_owned(),

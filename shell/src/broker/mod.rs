@@ -23,6 +23,7 @@ pub mod transfer;
 pub mod user_network;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -194,8 +195,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Loads the config and sets up the Docker client (no I/O to Docker yet).
-    pub fn new(config_path: &Path) -> Result<Self, BrokerError> {
+    /// Loads the config and connects to the Docker Engine, speaking the
+    /// Engine's API version (Debian's docker.io is older than bollard's
+    /// default); when the Engine does not answer yet, bollard's default.
+    pub async fn connect(config_path: &Path) -> Result<Self, BrokerError> {
         let config = ConfigSource::load(config_path)?;
         let host = config
             .current()
@@ -213,6 +216,13 @@ impl Broker {
                     path: socket.clone(),
                     source,
                 })?;
+        let docker = match docker.clone().negotiate_version().await {
+            Ok(negotiated) => negotiated,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the Docker Engine for its API version yet; using bollard's default");
+                docker
+            }
+        };
         let recording = config.current().recording.clone();
         let mut audit = AuditLog::new(&recording.audit_log);
         if recording.syslog {
@@ -232,14 +242,33 @@ impl Broker {
     }
 }
 
-/// Runs the broker until SIGTERM or SIGINT.
+/// bastiond's whole life: connects, listens on the configured socket, and
+/// serves until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
-    let mut broker = Broker::new(config_path)?;
-    // Speak the Engine's API version (Debian's docker.io is older than bollard's default).
-    if let Ok(docker) = broker.containers.docker().clone().negotiate_version().await {
-        broker.containers = ContainerManager::new(docker, broker.audit.clone());
-    }
-    let broker = Arc::new(broker);
+    let broker = Arc::new(Broker::connect(config_path).await?);
+    let socket = broker.config.current().bastiond.socket.clone();
+    let listener = listen(&socket)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| BrokerError::Listen {
+            path: socket.clone(),
+            source,
+        })?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    serve(broker, listener, stop).await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Serves logins on `listener` until `stop` completes, then ends the live
+/// sessions (each told why) and waits for them, at most 10 s. First it
+/// recovers what a previous broker left (its sessions' processes, their
+/// open records); connections wait in the listener's backlog meanwhile.
+pub async fn serve(broker: Arc<Broker>, listener: UnixListener, stop: impl Future<Output = ()>) {
     let config = broker.config.current();
     if let Err(e) = broker.containers.ensure_network(&config.bastiond).await {
         tracing::warn!(error = %e, "cannot prepare the bastion network yet; will retry at the first login");
@@ -251,8 +280,6 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     ));
     reaper::recover(&broker).await;
     recover_interrupted_sessions(&broker).await;
-
-    let listener = listen(&config.bastiond.socket)?;
     tracing::info!(socket = %config.bastiond.socket.display(), "bastiond ready");
 
     let admission = Admission::new(
@@ -262,11 +289,7 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     let sessions = TaskTracker::new();
     let reaper = tokio::spawn(reaper::run(broker.clone()));
     let pending_ends = tokio::spawn(write_pending_ends(broker.clone()));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| BrokerError::Listen {
-            path: config.bastiond.socket.clone(),
-            source,
-        })?;
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -290,8 +313,7 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
         }
     }
     tracing::info!(live = sessions.len(), "shutting down: ending live sessions");
@@ -301,8 +323,6 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     watcher.abort();
     sessions.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
-    let _ = std::fs::remove_file(&config.bastiond.socket);
-    Ok(())
 }
 
 /// Every few seconds, writes the session ends the audit log could not take
@@ -367,7 +387,7 @@ async fn recover_interrupted_sessions(broker: &Arc<Broker>) {
 /// Binds the shells' socket: its directory root-owned 0755, the socket 0666
 /// (anyone may connect; SO_PEERCRED says who they are). A stale socket file
 /// is replaced; a live one means another broker runs.
-fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
+pub fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
     let err = |source| BrokerError::Listen {
         path: path.to_owned(),
         source,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::limits::{Counters, counter};
+use super::limits::{LimitHits, counter};
 
 /// The hierarchy sessions are tracked in, and the container's directory
 /// there.
@@ -178,13 +178,13 @@ impl CgroupFiles {
     }
 
     /// Reads the limit counters now (missing files count as zero).
-    pub fn read_counters(&self) -> Counters {
+    pub fn read_limit_hits(&self) -> LimitHits {
         let value = |path: &Option<PathBuf>, key: &str| {
             path.as_ref()
                 .and_then(|p| counter(&std::fs::read_to_string(p).ok()?, key))
                 .unwrap_or(0)
         };
-        Counters {
+        LimitHits {
             pids_max: value(&self.pids_events, "max"),
             oom_kills: value(&self.memory_events, "oom_kill"),
         }

@@ -7,9 +7,10 @@
 //! memory `oom_kill`) at the start and the end of each session and, when
 //! they grew, tells the user in one line why commands failed.
 
-/// Counter values at one moment.
+/// How often the container hit its limits so far (cgroup counters at one
+/// moment).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
+pub struct LimitHits {
     pub pids_max: u64,
     pub oom_kills: u64,
 }
@@ -24,8 +25,8 @@ pub(super) fn counter(text: &str, key: &str) -> Option<u64> {
 
 /// The line for the user when a limit bit between `before` and `after`.
 pub fn notice(
-    before: Counters,
-    after: Counters,
+    before: LimitHits,
+    after: LimitHits,
     pids: i64,
     memory: bytesize::ByteSize,
 ) -> Option<String> {
@@ -53,12 +54,12 @@ mod tests {
             counter("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"),
             Some(2)
         );
-        let zero = Counters::default();
+        let zero = LimitHits::default();
         let mem = bytesize::ByteSize::gib(1);
         assert_eq!(notice(zero, zero, 40, mem), None);
         let pids = notice(
             zero,
-            Counters {
+            LimitHits {
                 pids_max: 1,
                 oom_kills: 0,
             },
@@ -69,7 +70,7 @@ mod tests {
         assert!(pids.contains("process limit (40)"), "{pids}");
         let oom = notice(
             zero,
-            Counters {
+            LimitHits {
                 pids_max: 0,
                 oom_kills: 1,
             },

@@ -38,12 +38,12 @@ impl Observer for NoObserver {
 
 /// Bytes moved, both ways.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub struct ByteCounts {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
 
-impl Counters {
+impl ByteCounts {
     pub fn snapshot(&self) -> (u64, u64) {
         (
             self.bytes_in.load(Ordering::Relaxed),
@@ -71,7 +71,7 @@ pub async fn input(
     from: &FdIo,
     mut to: impl AsyncWrite + Unpin,
     observer: &dyn Observer,
-    counters: &Counters,
+    counters: &ByteCounts,
 ) -> PumpEnd {
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
@@ -96,7 +96,7 @@ pub async fn output_raw(
     mut from: impl AsyncRead + Unpin,
     to: &FdIo,
     observer: &dyn Observer,
-    counters: &Counters,
+    counters: &ByteCounts,
 ) -> PumpEnd {
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
@@ -126,7 +126,7 @@ pub async fn output_multiplexed(
     stdout: &FdIo,
     stderr: &FdIo,
     observer: &dyn Observer,
-    counters: &Counters,
+    counters: &ByteCounts,
 ) -> PumpEnd {
     let mut buf = vec![0u8; BUF_SIZE];
     let (mut start, mut end) = (0usize, 0usize);
@@ -225,7 +225,7 @@ mod tests {
         {
             let out = FdIo::new(out_w, Interest::WRITABLE).unwrap();
             let err = FdIo::new(err_w, Interest::WRITABLE).unwrap();
-            let counters = Counters::default();
+            let counters = ByteCounts::default();
             let end = output_multiplexed(&stream[..], &out, &err, &NoObserver, &counters).await;
             assert!(matches!(end, PumpEnd::Eof), "{end:?}");
             assert_eq!(counters.snapshot(), (0, 13));
@@ -281,7 +281,7 @@ mod tests {
                     step,
                 };
                 let end =
-                    output_multiplexed(from, &out, &err, &NoObserver, &Counters::default()).await;
+                    output_multiplexed(from, &out, &err, &NoObserver, &ByteCounts::default()).await;
                 assert!(matches!(end, PumpEnd::Eof), "step {step}: {end:?}");
             }
             let (out, err) = readers.await.unwrap();
@@ -298,7 +298,7 @@ mod tests {
         let reader = tokio::spawn(drain(r));
         {
             let to = FdIo::new(w, Interest::WRITABLE).unwrap();
-            let end = output_raw(&data[..], &to, &NoObserver, &Counters::default()).await;
+            let end = output_raw(&data[..], &to, &NoObserver, &ByteCounts::default()).await;
             assert!(matches!(end, PumpEnd::Eof));
         }
         assert_eq!(reader.await.unwrap(), expected);
@@ -313,7 +313,7 @@ mod tests {
         let mut stream = frame(1, b"abcdef");
         stream.truncate(10);
         let end =
-            output_multiplexed(&stream[..], &out, &err, &NoObserver, &Counters::default()).await;
+            output_multiplexed(&stream[..], &out, &err, &NoObserver, &ByteCounts::default()).await;
         assert!(matches!(end, PumpEnd::SourceFailed(_)), "{end:?}");
     }
 

@@ -24,7 +24,7 @@ use super::fdio::FdIo;
 use super::identity::{self, Identity, IdentityError};
 use super::limits;
 use super::plan::Plan;
-use super::pump::{self, Counters, Observer, PumpEnd};
+use super::pump::{self, ByteCounts, Observer, PumpEnd};
 use super::records::{self, RecordingObserver};
 use super::request::{self, FirstFrame, Received, RequestError};
 use super::session_cgroup::{self, SessionCgroup, SessionCgroupError};
@@ -278,7 +278,7 @@ async fn run(
     let mut recording_config = config.recording.clone();
     let budgets = broker.budgets.clone();
     let budget = settings.limits.recordings.as_u64();
-    let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_counters);
+    let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_limit_hits);
     // The records are begun while the Engine creates the exec (it is only
     // started once the records exist). A recording takes at most what the
     // user's budget leaves (held until the session ends).
@@ -419,7 +419,7 @@ async fn run(
         }),
     };
     if let Some(frame) = reply_frame {
-        let limits_after = running.cgroup.as_deref().map(CgroupFiles::read_counters);
+        let limits_after = running.cgroup.as_deref().map(CgroupFiles::read_limit_hits);
         if let (Some(before), Some(after)) = (limits_before, limits_after) {
             let l = settings.limits;
             if let Some(message) = limits::notice(before, after, l.pids, l.memory) {
@@ -679,7 +679,7 @@ async fn attach(
     observer: &dyn Observer,
     banner: Option<&str>,
     placement: Placement<'_>,
-) -> Result<(Ending, Counters), SessionError> {
+) -> Result<(Ending, ByteCounts), SessionError> {
     let Received {
         request,
         stdin,
@@ -709,7 +709,7 @@ async fn attach(
         }
     }
 
-    let counters = Counters::default();
+    let counters = ByteCounts::default();
     let (from_exec, to_exec) = stream.socket.into_split();
     let from_exec = Cursor::new(stream.pending).chain(from_exec);
 

@@ -7,7 +7,7 @@ pub mod admission;
 pub mod cgroup;
 pub mod container;
 pub mod container_state;
-pub mod exec_stream;
+pub mod exec;
 pub mod fdio;
 pub mod identity;
 pub mod limits;
@@ -186,7 +186,8 @@ pub struct Broker {
     /// The audit trail (`[recording] audit_log`), shared with the proxy.
     pub audit: Arc<AuditLog>,
     pub containers: ContainerManager,
-    pub docker_socket: PathBuf,
+    /// Where sessions' execs are made.
+    pub execs: exec::ExecEngine,
     pub live: Arc<LiveSessions>,
     /// Users' recording budgets, reserved by their live sessions.
     pub budgets: Arc<recording::budget::Budgets>,
@@ -231,9 +232,9 @@ impl Broker {
         let audit = Arc::new(audit);
         Ok(Self {
             config,
+            execs: exec::ExecEngine::new(docker.clone(), socket),
             containers: ContainerManager::new(docker, audit.clone()),
             audit,
-            docker_socket: socket,
             live: Arc::default(),
             budgets: Arc::default(),
             shutdown: CancellationToken::new(),

@@ -1,13 +1,114 @@
 //! What bastiond tells the audit trail and the recorder about a session:
-//! the client's address, and the bridge from the byte pump to the
-//! recording. (Its kind comes from its [`super::plan::Plan`].)
+//! its `session.start` (from who, where and what it runs; its kind comes
+//! from its [`super::plan::Plan`]), the beginning of its records within the
+//! user's recording budget, and the bridge from the byte pump to the
+//! recording.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::protocol::WindowSize;
+use crate::audit::{self, AuditLog, SessionStart};
+use crate::config::RecordingConfig;
+use crate::protocol::{Request, WindowSize};
+use crate::recording::budget::{Budgets, Reservation};
 use crate::recording::session::SessionRecording;
+use crate::recording::{OnLogFailure, SessionLogError};
 
+use super::container_state::Running;
+use super::identity::Identity;
+use super::plan::Plan;
 use super::pump::Observer;
+
+/// The `session.start` event of session `id`: `who` running `plan` in
+/// `running`, as `request` asked. What the user controls is bounded.
+pub fn session_start(
+    id: &str,
+    who: &Identity,
+    running: &Running,
+    request: &Request,
+    plan: &Plan,
+    shell: &str,
+) -> SessionStart {
+    let (remote_addr, remote_port) =
+        remote_of(request.env.get("SSH_CONNECTION").map(String::as_str));
+    SessionStart {
+        session_id: id.to_owned(),
+        user: who.name.clone(),
+        uid: who.uid,
+        groups: who.groups.clone(),
+        remote_addr,
+        remote_port,
+        container: running.name.clone(),
+        container_id: Some(running.id.clone()),
+        image: running.image.clone(),
+        image_digest: Some(running.image_id.clone()),
+        role: running.role.clone(),
+        kind: plan.kind(),
+        command: request
+            .command
+            .as_deref()
+            .map(|c| audit::bounded(c, audit::MAX_COMMAND_BYTES)),
+        shell: Some(shell.to_owned()),
+        transfer_direction: plan.transfer_direction(),
+        tty: request.tty,
+        term: request
+            .env
+            .get("TERM")
+            .map(|t| audit::bounded(t, audit::MAX_TERM_BYTES)),
+        cols: request.size.map(|s| s.cols),
+        rows: request.size.map(|s| s.rows),
+        recording: None,
+        record_input: false,
+        unrecorded_reason: None,
+    }
+}
+
+/// A session's records, begun.
+pub struct Begun {
+    /// `None`: not recorded (a transfer, or `on_log_failure = "allow"`).
+    pub recording: Option<SessionRecording>,
+    /// What the recording holds of the user's budget until it ends.
+    pub reservation: Option<Reservation>,
+}
+
+/// Begins a session's records (blocking I/O): reserves what its recording
+/// may take of the user's `budget`, writes `session.start` and opens the
+/// recording (when `record`). Under `on_log_failure = "allow"` a session
+/// that cannot be recorded goes on unrecorded, and its start says why.
+pub fn begin(
+    mut config: RecordingConfig,
+    audit: &AuditLog,
+    budgets: &Arc<Budgets>,
+    budget: u64,
+    mut start: SessionStart,
+    mut record: bool,
+) -> Result<Begun, SessionLogError> {
+    let mut reservation = None;
+    if record {
+        match budgets.reserve(
+            &config.log_dir,
+            &start.user,
+            &start.session_id,
+            budget,
+            config.max_recording_bytes.as_u64(),
+        ) {
+            Ok(r) => {
+                config.max_recording_bytes = bytesize::ByteSize::b(r.cap);
+                reservation = Some(r);
+            }
+            Err(e) if config.on_log_failure == OnLogFailure::Refuse => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(user = %start.user, error = %e, "SESSION IS NOT RECORDED (on_log_failure = \"allow\")");
+                start.unrecorded_reason = Some(e.to_string());
+                record = false;
+            }
+        }
+    }
+    let recording = SessionRecording::begin_with_policy(&config, audit, start, record)?;
+    Ok(Begun {
+        recording,
+        reservation,
+    })
+}
 
 /// Client address and port from `SSH_CONNECTION` ("client_ip client_port
 /// server_ip server_port"), as sshd set it for the shell.

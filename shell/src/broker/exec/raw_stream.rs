@@ -5,7 +5,7 @@
 //! which corrupts TTY sessions carrying such bytes (`head -c 1G /dev/zero`).
 //! So the start request goes through hyper directly, and after the HTTP
 //! upgrade we own the plain unix socket: raw bytes for TTY execs, Docker's
-//! 8-byte-header frames otherwise (parsed in [`super::pump`]).
+//! 8-byte-header frames otherwise (parsed in [`crate::broker::pump`]).
 
 use std::path::{Path, PathBuf};
 

@@ -37,11 +37,12 @@ use bastion_metadata_proxy::containers::{
 };
 use bastion_metadata_proxy::credential_cache::{CredentialCache, Tuning};
 use bastion_metadata_proxy::metadata_api::{
-    ApiSettings, CONTAINER_CREDENTIALS_PATH, IMDS_HOST, MetadataApi, SessionSettings,
+    ApiSettings, CONTAINER_CREDENTIALS_PATH, IMDS_HOST, MetadataApi,
 };
 use bastion_metadata_proxy::metrics::Metrics;
 use bastion_metadata_proxy::passthrough::Upstream;
 use bastion_metadata_proxy::role::RoleNaming;
+use bastion_metadata_proxy::role_session::SessionSettings;
 use bastion_metadata_proxy::secret::Secret;
 use bastion_metadata_proxy::sts::{AwsSts, StsSettings};
 use bollard::models::{ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings};

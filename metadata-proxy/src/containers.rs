@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::models::{ContainerSummary, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
@@ -33,6 +34,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::role_session::{ResolvedSession, SessionSettings};
 
 pub const LABEL_USER: &str = "bastion.user";
 pub const LABEL_UID: &str = "bastion.uid";
@@ -53,19 +55,50 @@ pub struct ContainerIdentity {
     /// SHA-256 of the container-credentials token (label), if any.
     pub token_sha256: Option<[u8; 32]>,
     pub ip: Ipv4Addr,
-    /// Access key id last handed to this container (one audit event each).
-    pub last_handed_key: Mutex<Option<String>>,
+    /// The credentials last handed to this container: audited once each,
+    /// their response bodies rendered once each.
+    pub handed_out: Mutex<Option<Arc<HandedOut>>>,
     /// Rate limit of the "no credentials" error line for this container.
     pub error_log: crate::credential_cache::RateLimit,
     /// A pidfd of the container's init process, once known: lets a lookup
     /// tell that the container died even before its `die` event arrives,
     /// so a reused IP never maps to a dead container.
     pub pidfd: OnceLock<OwnedFd>,
-    /// Its role session, resolved on first use by the API.
-    pub session: OnceLock<Option<Arc<crate::metadata_api::ResolvedSession>>>,
+    /// Its role session, resolved on first use ([`Self::role_session`]).
+    session: OnceLock<Option<Arc<ResolvedSession>>>,
+}
+
+/// One credential as handed to a container: which (its access key id),
+/// and its response bodies, rendered on first use (they hold the secret:
+/// `Debug` never shows them).
+#[derive(Default)]
+pub struct HandedOut {
+    pub access_key_id: String,
+    pub imds_body: OnceLock<Bytes>,
+    pub container_body: OnceLock<Bytes>,
+}
+
+impl std::fmt::Debug for HandedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandedOut")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ContainerIdentity {
+    /// Its role session under `settings`, resolved once and kept (a bad
+    /// role label is logged once, not per request).
+    pub fn role_session(&self, settings: &SessionSettings) -> Option<Arc<ResolvedSession>> {
+        self.session
+            .get_or_init(|| {
+                settings
+                    .resolve(self.role_label.as_deref(), &self.user, &self.name)
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+
     /// Whether `presented` (an `Authorization` header value) is this
     /// container's token: SHA-256 compared in constant time.
     pub fn token_matches(&self, presented: &[u8]) -> bool {
@@ -141,7 +174,7 @@ impl ContainerIdentity {
             role_label: labels.get(LABEL_ROLE).filter(|r| !r.is_empty()).cloned(),
             token_sha256,
             ip,
-            last_handed_key: Mutex::new(None),
+            handed_out: Mutex::new(None),
             error_log: Default::default(),
             pidfd: OnceLock::new(),
             session: OnceLock::new(),

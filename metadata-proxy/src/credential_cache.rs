@@ -683,7 +683,6 @@ mod tests {
                 issued_at: now,
                 assumed_role_arn: Some(format!("{}/{}", request.role_arn, request.session_name)),
                 request_id: Some(format!("req-{n}")),
-                rendered: Default::default(),
             })
         }
 

@@ -9,34 +9,28 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderValue, SERVER};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-use time::macros::format_description;
 
-use crate::audit_events::{Auditor, Endpoint};
+use crate::audit_events::Auditor;
 use crate::containers::{ContainerIdentity, Directory, DockerWatcher};
-use crate::credential_cache::{CacheError, CacheKey, CredentialCache};
-use crate::imds_token::{TokenIssuer, parse_ttl};
+use crate::credential_cache::CredentialCache;
+use crate::imds_token::TokenIssuer;
 use crate::metrics::Metrics;
 use crate::passthrough::Upstream;
-use crate::role::{Role, RoleNaming};
-use crate::secret::ExposeSecret;
-use crate::session_name::session_name;
-use crate::sts::{AssumeRole, AssumeRoleRequest, IssuedCredentials};
+use crate::role_session::{ResolvedSession, SessionSettings};
+use crate::sts::AssumeRole;
 
 pub const IMDS_HOST: &str = "169.254.169.254";
 pub const CONTAINER_CREDENTIALS_HOST: &str = "169.254.170.2";
 pub const CONTAINER_CREDENTIALS_PATH: &str = "/v1/credentials";
 
-const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
-const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+pub(crate) const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+pub(crate) const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 
 pub type Body = Full<Bytes>;
 
@@ -58,88 +52,6 @@ impl CallerLookup for Directory {
     }
 }
 
-/// How AssumeRole requests are built for a container.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub naming: RoleNaming,
-    pub external_id: Option<String>,
-    pub duration: Duration,
-    pub tags: bool,
-}
-
-impl SessionSettings {
-    /// [`SessionSettings::request_for`], computed once per container and
-    /// kept on it (a bad role label is logged once, not per request).
-    pub fn resolve(&self, container: &ContainerIdentity) -> Option<Arc<ResolvedSession>> {
-        container
-            .session
-            .get_or_init(|| {
-                let (role, request) = self.request_for(container)?;
-                Some(Arc::new(ResolvedSession {
-                    key: CacheKey::of(&request),
-                    role,
-                    request,
-                }))
-            })
-            .clone()
-    }
-
-    /// The role and the AssumeRole request for a container; `None` when it
-    /// has no (valid) role label.
-    pub fn request_for(&self, container: &ContainerIdentity) -> Option<(Role, AssumeRoleRequest)> {
-        let label = container.role_label.as_deref()?;
-        let role = match self.naming.resolve(label) {
-            Ok(role) => role,
-            Err(error) => {
-                tracing::warn!(container = %container.name, %error, "container has an unusable role label: it gets no credentials");
-                return None;
-            }
-        };
-        let tags = if self.tags {
-            vec![
-                ("bastion-user".to_owned(), tag_value(&container.user)),
-                ("bastion-container".to_owned(), tag_value(&container.name)),
-            ]
-        } else {
-            Vec::new()
-        };
-        let request = AssumeRoleRequest {
-            user: container.user.clone(),
-            container: container.name.clone(),
-            role_arn: role.arn.clone(),
-            session_name: session_name(&container.user),
-            external_id: self.external_id.clone(),
-            duration: self.duration,
-            tags,
-        };
-        Some((role, request))
-    }
-}
-
-/// A container's role and AssumeRole request, resolved once per container
-/// (kept on its [`ContainerIdentity`]): the hot path allocates nothing.
-#[derive(Debug)]
-pub struct ResolvedSession {
-    pub role: Role,
-    pub request: AssumeRoleRequest,
-    pub key: CacheKey,
-}
-
-/// A session tag value: STS allows letters, digits, spaces and `_.:/=+-@`,
-/// up to 256 characters.
-fn tag_value(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || " _.:/=+-@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(256)
-        .collect()
-}
-
 /// What the API needs, besides the caller lookup and STS.
 pub struct ApiSettings {
     pub session: SessionSettings,
@@ -152,12 +64,12 @@ pub struct ApiSettings {
 /// The API's state; one per proxy.
 pub struct MetadataApi<L, S> {
     lookup: Arc<L>,
-    cache: Arc<CredentialCache<S>>,
-    tokens: TokenIssuer,
-    upstream: Upstream,
-    settings: ApiSettings,
-    metrics: Arc<Metrics>,
-    auditor: Auditor,
+    pub(crate) cache: Arc<CredentialCache<S>>,
+    pub(crate) tokens: TokenIssuer,
+    pub(crate) upstream: Upstream,
+    pub(crate) settings: ApiSettings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) auditor: Auditor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,9 +79,9 @@ enum HostKind {
     Own,
 }
 
-type Answer = (&'static str, Response<Body>);
+pub(crate) type Answer = (&'static str, Response<Body>);
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -178,13 +90,13 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-fn render(body: &impl Serialize) -> Bytes {
+pub(crate) fn render(body: &impl Serialize) -> Bytes {
     serde_json::to_vec_pretty(body)
         .expect("serializing plain structs cannot fail")
         .into()
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     text(status, render(body))
 }
 
@@ -192,7 +104,7 @@ fn status_text(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 
-fn refuse(route: &'static str, status: StatusCode) -> Answer {
+pub(crate) fn refuse(route: &'static str, status: StatusCode) -> Answer {
     (route, text(status, status_text(status)))
 }
 
@@ -250,62 +162,6 @@ fn safe_path(path: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     })
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`, as EC2 writes times.
-pub fn ec2_time(t: SystemTime) -> String {
-    OffsetDateTime::from(t)
-        .format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-        ))
-        .expect("formatting a UTC time cannot fail")
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ImdsCredentials<'a> {
-    code: &'static str,
-    last_updated: String,
-    #[serde(rename = "Type")]
-    kind: &'static str,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    token: &'a str,
-    expiration: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ImdsError {
-    code: String,
-    message: String,
-    last_updated: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ImdsInfo {
-    code: &'static str,
-    last_updated: String,
-    instance_profile_arn: String,
-    instance_profile_id: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerCredentials<'a> {
-    role_arn: &'a str,
-    access_key_id: &'a str,
-    secret_access_key: &'a str,
-    token: &'a str,
-    expiration: String,
-    account_id: &'a str,
-}
-
-#[derive(Serialize)]
-struct ContainerError<'a> {
-    code: &'a str,
-    message: String,
 }
 
 impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
@@ -398,311 +254,12 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
         self.imds(request, caller_ip).await
     }
 
-    fn session_of(&self, caller: &ContainerIdentity) -> Option<Arc<ResolvedSession>> {
-        self.settings.session.resolve(caller)
+    pub(crate) fn session_of(&self, caller: &ContainerIdentity) -> Option<Arc<ResolvedSession>> {
+        caller.role_session(&self.settings.session)
     }
 
-    async fn caller(&self, ip: Option<Ipv4Addr>) -> Option<Arc<ContainerIdentity>> {
+    pub(crate) async fn caller(&self, ip: Option<Ipv4Addr>) -> Option<Arc<ContainerIdentity>> {
         self.lookup.lookup(ip?).await
-    }
-
-    async fn imds<B>(&self, request: &Request<B>, ip: Option<Ipv4Addr>) -> Answer {
-        let headers = request.headers();
-        let path = request.uri().path();
-        let method = request.method();
-        if path == "/latest/api/token" {
-            if method != Method::PUT {
-                return refuse("token", StatusCode::METHOD_NOT_ALLOWED);
-            }
-            // A token request relayed by some HTTP proxy in the container
-            // is refused, as EC2 does.
-            if headers.contains_key("x-forwarded-for") {
-                return refuse("token", StatusCode::FORBIDDEN);
-            }
-            let ttl = match parse_ttl(headers.get(TTL_HEADER).map(HeaderValue::as_bytes)) {
-                Ok(ttl) => ttl,
-                Err(_) => return refuse("token", StatusCode::BAD_REQUEST),
-            };
-            let Some(caller) = self.caller(ip).await else {
-                return refuse("unknown-caller", StatusCode::NOT_FOUND);
-            };
-            let token = self.tokens.issue(&caller.id, ttl, SystemTime::now());
-            let mut response = text(StatusCode::OK, token.expose_secret().to_owned());
-            response
-                .headers_mut()
-                .insert(TTL_HEADER, HeaderValue::from(ttl));
-            return ("token", response);
-        }
-        if method != Method::GET && method != Method::HEAD {
-            return refuse("bad-method", StatusCode::METHOD_NOT_ALLOWED);
-        }
-        let Some(caller) = self.caller(ip).await else {
-            return refuse("unknown-caller", StatusCode::NOT_FOUND);
-        };
-        match headers.get(TOKEN_HEADER) {
-            Some(token) => {
-                if let Err(error) =
-                    self.tokens
-                        .verify(token.as_bytes(), &caller.id, SystemTime::now())
-                {
-                    tracing::debug!(container = %caller.name, %error, "IMDSv2 token refused");
-                    return refuse("unauthorized", StatusCode::UNAUTHORIZED);
-                }
-            }
-            None if self.settings.require_imdsv2 => {
-                return refuse("unauthorized", StatusCode::UNAUTHORIZED);
-            }
-            None => {}
-        }
-        let Some(rest) = path.strip_prefix("/latest/") else {
-            return match path {
-                "/" => ("listing", text(StatusCode::OK, "latest")),
-                _ => refuse("not-found", StatusCode::NOT_FOUND),
-            };
-        };
-        let session = self.session_of(&caller);
-        match rest {
-            "" => ("listing", text(StatusCode::OK, self.root_listing())),
-            "meta-data" | "meta-data/" => (
-                "listing",
-                text(StatusCode::OK, self.meta_data_listing(session.is_some())),
-            ),
-            "meta-data/iam" | "meta-data/iam/" => match session {
-                Some(_) => (
-                    "listing",
-                    text(StatusCode::OK, "info\nsecurity-credentials/"),
-                ),
-                None => refuse("no-role", StatusCode::NOT_FOUND),
-            },
-            "meta-data/iam/security-credentials" | "meta-data/iam/security-credentials/" => {
-                match session {
-                    Some(s) => ("iam-role-list", text(StatusCode::OK, s.role.name.clone())),
-                    None => refuse("no-role", StatusCode::NOT_FOUND),
-                }
-            }
-            "meta-data/iam/info" => match session {
-                Some(s) => ("iam-info", json(StatusCode::OK, &instance_profile(&s.role))),
-                None => refuse("no-role", StatusCode::NOT_FOUND),
-            },
-            _ => {
-                if let Some(name) = rest.strip_prefix("meta-data/iam/security-credentials/") {
-                    return match session {
-                        Some(s) if name == s.role.name => self.imds_credentials(&caller, &s).await,
-                        _ => refuse("other-role", StatusCode::NOT_FOUND),
-                    };
-                }
-                match self.upstream.allowed_entry(rest) {
-                    Some(entry) => self.passthrough(entry).await,
-                    None => refuse("not-found", StatusCode::NOT_FOUND),
-                }
-            }
-        }
-    }
-
-    fn root_listing(&self) -> String {
-        let mut items = vec!["meta-data"];
-        if self
-            .upstream
-            .allowed()
-            .iter()
-            .any(|a| a.starts_with("dynamic/"))
-        {
-            items.insert(0, "dynamic");
-        }
-        items.join("\n")
-    }
-
-    fn meta_data_listing(&self, has_role: bool) -> String {
-        let mut items: Vec<String> = Vec::new();
-        if has_role {
-            items.push("iam/".to_owned());
-        }
-        for entry in self.upstream.allowed() {
-            if let Some(rest) = entry.strip_prefix("meta-data/") {
-                let item = match rest.split_once('/') {
-                    Some((dir, _)) => format!("{dir}/"),
-                    None => rest.to_owned(),
-                };
-                if !items.contains(&item) {
-                    items.push(item);
-                }
-            }
-        }
-        items.sort();
-        items.join("\n")
-    }
-
-    async fn passthrough(&self, entry: &str) -> Answer {
-        match self.upstream.get(entry).await {
-            Ok((StatusCode::OK, body)) => ("passthrough", text(StatusCode::OK, body)),
-            Ok(_) => refuse("passthrough", StatusCode::NOT_FOUND),
-            Err(error) => {
-                tracing::warn!(%error, entry, "passthrough to the real IMDS failed");
-                refuse("passthrough", StatusCode::BAD_GATEWAY)
-            }
-        }
-    }
-
-    /// Note a hand-out in the audit log, once per credential per container.
-    fn audit_hand_out(
-        &self,
-        caller: &ContainerIdentity,
-        request: &AssumeRoleRequest,
-        creds: &IssuedCredentials,
-        endpoint: Endpoint,
-    ) {
-        let mut last = caller.last_handed_key.lock().expect("hand-out lock");
-        if last.as_deref() != Some(creds.access_key_id.as_str()) {
-            *last = Some(creds.access_key_id.clone());
-            drop(last);
-            self.auditor
-                .credentials_issued(request, &caller.id, caller.ip, creds, endpoint);
-        }
-    }
-
-    async fn imds_credentials(
-        &self,
-        caller: &ContainerIdentity,
-        session: &ResolvedSession,
-    ) -> Answer {
-        let request = &session.request;
-        match self.cache.get_keyed(&session.key, request).await {
-            Ok((creds, _)) => {
-                self.audit_hand_out(caller, request, &creds, Endpoint::Imds);
-                // Rendered once per credential: the hot path only clones it.
-                let body = creds.rendered.imds.get_or_init(|| {
-                    render(&ImdsCredentials {
-                        code: "Success",
-                        last_updated: ec2_time(creds.issued_at),
-                        kind: "AWS-HMAC",
-                        access_key_id: &creds.access_key_id,
-                        secret_access_key: creds.secret_access_key.expose_secret(),
-                        token: creds.session_token.expose_secret(),
-                        expiration: ec2_time(creds.expiration),
-                    })
-                });
-                ("iam-credentials", text(StatusCode::OK, body.clone()))
-            }
-            Err(CacheError::Sts(error)) => {
-                if caller.error_log.allow() {
-                    tracing::error!(
-                        container = %caller.name,
-                        user = %caller.user,
-                        role_arn = %request.role_arn,
-                        %error,
-                        "no valid credentials to hand out: STS is failing and the cache holds none"
-                    );
-                }
-                let code = if error.code() == "AccessDenied" {
-                    "AssumeRoleUnauthorizedAccess".to_owned()
-                } else {
-                    error.code().to_owned()
-                };
-                // EC2's error form: 200 with a Code other than Success.
-                let body = ImdsError {
-                    code,
-                    message: format!(
-                        "no credentials are available for role {} right now; the bastion's metadata proxy log says why",
-                        request.role_arn
-                    ),
-                    last_updated: ec2_time(SystemTime::now()),
-                };
-                ("iam-credentials-error", json(StatusCode::OK, &body))
-            }
-        }
-    }
-
-    async fn container_credentials<B>(&self, request: &Request<B>, ip: Option<Ipv4Addr>) -> Answer {
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return refuse("container-credentials", StatusCode::METHOD_NOT_ALLOWED);
-        }
-        let Some(caller) = self.caller(ip).await else {
-            return refuse("unknown-caller", StatusCode::NOT_FOUND);
-        };
-        let error = |status: StatusCode, code: &str, message: &str| {
-            (
-                "container-credentials",
-                json(
-                    status,
-                    &ContainerError {
-                        code,
-                        message: message.to_owned(),
-                    },
-                ),
-            )
-        };
-        let Some(token) = request.headers().get(http::header::AUTHORIZATION) else {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "MissingToken",
-                "send the token from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE in the Authorization header",
-            );
-        };
-        if !caller.token_matches(token.as_bytes()) {
-            return error(
-                StatusCode::FORBIDDEN,
-                "InvalidToken",
-                "the Authorization token is not this container's",
-            );
-        }
-        let Some(session) = self.session_of(&caller) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NoRole",
-                "this container has no IAM role",
-            );
-        };
-        let (role, assume) = (&session.role, &session.request);
-        match self.cache.get_keyed(&session.key, assume).await {
-            Ok((creds, _)) => {
-                self.audit_hand_out(&caller, assume, &creds, Endpoint::ContainerCredentials);
-                let body = creds.rendered.container.get_or_init(|| {
-                    render(&ContainerCredentials {
-                        role_arn: &role.arn,
-                        access_key_id: &creds.access_key_id,
-                        secret_access_key: creds.secret_access_key.expose_secret(),
-                        token: creds.session_token.expose_secret(),
-                        expiration: ec2_time(creds.expiration),
-                        account_id: &role.account_id,
-                    })
-                });
-                ("container-credentials", text(StatusCode::OK, body.clone()))
-            }
-            Err(CacheError::Sts(e)) => {
-                if caller.error_log.allow() {
-                    tracing::error!(
-                        container = %caller.name,
-                        user = %caller.user,
-                        role_arn = %assume.role_arn,
-                        error = %e,
-                        "no valid credentials to hand out: STS is failing and the cache holds none"
-                    );
-                }
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    e.code(),
-                    "no credentials are available right now; the bastion's metadata proxy log says why",
-                )
-            }
-        }
-    }
-}
-
-/// `iam/info`, synthesized for the container's role.
-fn instance_profile(role: &Role) -> ImdsInfo {
-    let digest = Sha256::digest(role.arn.as_bytes());
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let id: String = digest
-        .iter()
-        .take(17)
-        .map(|b| ALPHABET[(b % 32) as usize] as char)
-        .collect();
-    let (prefix, _) = role.arn.split_once(":role/").unwrap_or((&role.arn, ""));
-    ImdsInfo {
-        code: "Success",
-        last_updated: ec2_time(SystemTime::now()),
-        instance_profile_arn: format!("{prefix}:instance-profile/{}", role.name),
-        instance_profile_id: format!("AIPA{id}"),
     }
 }
 
@@ -714,10 +271,15 @@ mod tests {
     use super::*;
     use crate::containers::{LABEL_ROLE, LABEL_TOKEN_SHA256, LABEL_USER};
     use crate::credential_cache::Tuning;
+    use crate::imds::ec2_time;
+    use crate::role::RoleNaming;
     use crate::sts::{AwsSts, StsSettings};
     use bollard::models::{ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings};
+    use http::Method;
     use http_body_util::BodyExt;
+    use sha2::{Digest, Sha256};
     use std::collections::HashMap;
+    use std::time::Duration;
 
     const ALICE_IP: &str = "172.30.0.2";
     const BOB_IP: &str = "172.30.0.3";
@@ -1286,12 +848,5 @@ mod tests {
     fn ec2_times_have_no_fraction_and_a_z() {
         let t = std::time::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(ec2_time(t), "2026-11-18T11:06:40Z");
-    }
-
-    #[test]
-    fn tag_values_keep_only_allowed_characters() {
-        assert_eq!(tag_value("alice"), "alice");
-        assert_eq!(tag_value("a$b\"c"), "a_b_c");
-        assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
     }
 }

@@ -34,10 +34,11 @@ use crate::audit_events::Auditor;
 use crate::connection_limit::ConnectionLimit;
 use crate::containers::{Directory, DockerError, DockerWatcher, connect_docker};
 use crate::credential_cache::{CacheKey, CredentialCache, Tuning};
-use crate::metadata_api::{ApiSettings, Body, MetadataApi, SessionSettings};
+use crate::metadata_api::{ApiSettings, Body, MetadataApi};
 use crate::metrics::Metrics;
 use crate::passthrough::Upstream;
 use crate::role::RoleNaming;
+use crate::role_session::SessionSettings;
 use crate::sts::{AwsSts, StsError, StsSettings};
 
 /// Everything the proxy needs to start.
@@ -201,7 +202,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         let session = session.clone();
         Box::new(
             move |container: &Arc<crate::containers::ContainerIdentity>| {
-                if let Some(resolved) = session.resolve(container) {
+                if let Some(resolved) = container.role_session(&session) {
                     cache.prefetch(&resolved.request);
                 }
             },
@@ -352,7 +353,7 @@ async fn refresh_loop<S: crate::sts::AssumeRole>(
                 let wanted: HashSet<CacheKey> = directory
                     .all()
                     .iter()
-                    .filter_map(|c| session.resolve(c))
+                    .filter_map(|c| c.role_session(&session))
                     .map(|resolved| resolved.key.clone())
                     .collect();
                 cache.scan(&wanted);

@@ -5,9 +5,7 @@
 //! refusal of that one request).
 
 use std::future::Future;
-use std::sync::OnceLock;
 
-use bytes::Bytes;
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -50,22 +48,6 @@ pub struct IssuedCredentials {
     /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
     pub assumed_role_arn: Option<String>,
     pub request_id: Option<String>,
-    /// Response bodies carrying these credentials, rendered once.
-    pub rendered: RenderedBodies,
-}
-
-/// Response bodies rendered once per credential (they hold the secret:
-/// `Debug` never shows them).
-#[derive(Default, Clone)]
-pub struct RenderedBodies {
-    pub imds: OnceLock<Bytes>,
-    pub container: OnceLock<Bytes>,
-}
-
-impl std::fmt::Debug for RenderedBodies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
 }
 
 /// Why an STS call failed. Cloneable: every waiter of a shared call gets it.
@@ -339,7 +321,6 @@ impl AssumeRole for AwsSts {
             issued_at: SystemTime::now(),
             assumed_role_arn: out.assumed_role_user().map(|u| u.arn().to_owned()),
             request_id: out.request_id().map(str::to_owned),
-            rendered: RenderedBodies::default(),
         })
     }
 

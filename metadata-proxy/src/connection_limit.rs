@@ -1,8 +1,12 @@
-//! At most `per_source` open connections from one source address. The
-//! metadata API listens where every container can reach it, so one
-//! container must not hold the proxy's descriptors (its only other bound)
-//! with idle or slow connections. A connection over the limit is closed at
-//! once; refusals are logged at most once per source every few seconds.
+//! Who may hold the proxy's connections: only sources where a user's
+//! container can be (the metadata API's listener: the users' networks), and
+//! at most `per_source` open connections from each. The metadata API
+//! listens on a host address that every container can reach, so neither
+//! one container nor a local account on the host (which has every
+//! 127.0.0.0/8 address to connect from) may hold the proxy's descriptors
+//! with idle or slow connections. A connection from elsewhere, or over the
+//! limit, is closed at once; refusals are logged at most once per source
+//! every few seconds.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -10,6 +14,7 @@ use std::time::Duration;
 
 use bastion::log_limit::LogLimit;
 use bastion::open_counts::OpenCounts;
+use ipnet::IpNet;
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -17,6 +22,8 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ConnectionLimit {
     per_source: usize,
+    /// Sources served; `None`: every source.
+    only_from: Option<Vec<IpNet>>,
     state: Mutex<State>,
 }
 
@@ -35,8 +42,14 @@ pub struct Slot {
 
 impl ConnectionLimit {
     pub fn new(per_source: usize) -> Arc<Self> {
+        Self::only_from(per_source, None)
+    }
+
+    /// A limit that serves only sources in `nets` (`None`: all).
+    pub fn only_from(per_source: usize, nets: Option<Vec<IpNet>>) -> Arc<Self> {
         Arc::new(Self {
             per_source,
+            only_from: nets,
             state: Mutex::new(State {
                 open: OpenCounts::default(),
                 refused: LogLimit::new(LOG_EVERY),
@@ -47,7 +60,23 @@ impl ConnectionLimit {
     /// A slot for a new connection from `source`, or `None` (logged, rate
     /// limited) when it already has `per_source` open.
     pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Slot> {
+        let source = match source {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            v4 => v4,
+        };
         let mut state = self.state.lock().expect("connection limit lock poisoned");
+        if let Some(nets) = &self.only_from
+            && !nets.iter().any(|net| net.contains(&source))
+        {
+            if let Some(refused) = state.refused.due(source) {
+                tracing::warn!(
+                    %source,
+                    refused,
+                    "refused connections: not from a user's container network"
+                );
+            }
+            return None;
+        }
         if state.open.open_within(source, self.per_source) {
             return Some(Slot {
                 limit: self.clone(),
@@ -99,5 +128,20 @@ mod tests {
         drop(a1);
         assert_eq!(limit.open(a), 1);
         assert!(limit.admit(a).is_some());
+    }
+
+    #[test]
+    fn only_sources_in_the_users_networks_are_served() {
+        let nets = vec![
+            "172.31.0.0/16".parse().unwrap(),
+            "172.30.0.0/24".parse().unwrap(),
+        ];
+        let limit = ConnectionLimit::only_from(64, Some(nets));
+        assert!(limit.admit("172.31.4.2".parse().unwrap()).is_some());
+        assert!(limit.admit("172.30.0.9".parse().unwrap()).is_some());
+        assert!(limit.admit("::ffff:172.31.4.3".parse().unwrap()).is_some());
+        for other in ["127.0.0.1", "127.8.9.10", "10.0.0.1", "::1", "172.32.0.1"] {
+            assert!(limit.admit(other.parse().unwrap()).is_none(), "{other}");
+        }
     }
 }

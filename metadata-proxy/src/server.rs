@@ -40,6 +40,7 @@ use crate::passthrough::Upstream;
 use crate::role::RoleNaming;
 use crate::role_session::SessionSettings;
 use crate::sts::{AwsSts, StsError, StsSettings};
+use ipnet::IpNet;
 
 /// Everything the proxy needs to start.
 #[derive(Debug, Clone)]
@@ -261,6 +262,15 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         options.tuning.scan_interval,
         shutdown_rx.clone(),
     )));
+    // Only where a container can be: the users' networks (and the gateway
+    // network's subnet, for containers on it).
+    let containers_only = ConnectionLimit::only_from(
+        options.proxy.max_connections_per_source,
+        Some(vec![
+            IpNet::V4(options.network.users_subnet),
+            IpNet::V4(options.network.subnet),
+        ]),
+    );
     let per_source = ConnectionLimit::new(options.proxy.max_connections_per_source);
     tasks.push(tokio::spawn(serve(
         listener,
@@ -268,7 +278,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
             let api = api.clone();
             async move { api.handle(request, peer).await }
         },
-        per_source.clone(),
+        containers_only,
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(serve(

@@ -401,3 +401,56 @@ time.sleep(20)
     );
     assert!(arn.contains("assumed-role/e2e-role/"), "{arn}");
 }
+
+/// issue 9, class 9 (found by the attacker review): a local account on
+/// the host, which can connect from every 127.0.0.0/8 address, cannot hold
+/// the proxy's connections either: only sources in the users' networks
+/// are served; anything else is closed at once.
+#[test]
+fn a_local_account_cannot_hold_the_proxys_connections() {
+    let other = e2e_user("bt-cred-local");
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "bastion0",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let script = format!(
+        r#"
+import socket, time
+held = []
+for i in range(300):
+    s = socket.socket()
+    s.bind(("127.0.{{}}.{{}}".format(i // 200, 2 + i % 200), 0))
+    s.settimeout(10)
+    s.connect(("{gateway}", 8775))
+    held.append(s)
+time.sleep(1)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print("closed", closed, flush=True)
+"#,
+        gateway = gateway.trim()
+    );
+    let out = run_ok(Command::new("setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        &script,
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), "closed 300", "{text}");
+    let arn = caller_arn(&other, "imds");
+    assert!(arn.contains("assumed-role/e2e-role/"), "{arn}");
+}

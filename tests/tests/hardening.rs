@@ -248,6 +248,10 @@ ip neigh 2>/dev/null | grep -v FAILED | grep -q . && ip neigh | sed 's/^/neighbo
 # The host's block devices (each home is a loop device named after its user).
 cat /sys/block/loop*/loop/backing_file /sys/class/block/*/loop/backing_file 2>/dev/null | sed 's/^/FOUND backing /'
 grep -h loop /proc/diskstats /proc/partitions 2>/dev/null | sed 's/^/FOUND disk /'
+# Host-wide tables and counters: terminals, locks, device events.
+cat /proc/sys/kernel/pty/nr 2>/dev/null | sed 's/^/FOUND ptys /'
+cat /proc/locks 2>/dev/null | sed 's/^/FOUND lock /'
+cat /sys/kernel/uevent_seqnum 2>/dev/null | sed 's/^/FOUND uevents /'
 ls /sys/fs/ext4 2>/dev/null | grep . | sed 's/^/FOUND ext4 /'
 echo done
 "#,

@@ -232,6 +232,40 @@ fn commands_dressed_as_transfers_are_recorded() {
     }
 }
 
+/// issue 9, class 4 (found by the attacker review): an unrecorded session
+/// cannot carry an unbounded command into the logs: a "transfer" whose path
+/// is longer than any file's can be is a command, recorded (so it counts
+/// against the user's recording budget), and bastiond's own log keeps only
+/// the start of it.
+#[test]
+fn a_transfer_cannot_carry_an_unbounded_command_into_the_logs() {
+    let u = e2e_user("bt-rec-long");
+    let path = format!("long{}{}", std::process::id(), "B".repeat(60_000));
+    let command = format!("scp -t {path}");
+    let log_before = std::fs::metadata("/var/log/bastion/bastiond.log")
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let _ = ssh_run(&u, &command);
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&command[..40]))
+    });
+    assert_eq!(start["kind"], "command");
+    assert!(start["recording"].as_str().is_some(), "recorded");
+    let log = std::fs::read("/var/log/bastion/bastiond.log").unwrap();
+    let added = &log[(log_before as usize).min(log.len())..];
+    let longest = added
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest < 4096,
+        "bastiond.log took a {longest}-byte line for a 60 kB command"
+    );
+}
+
 /// A program the user names `sftp-server` (or `scp`, `rsync`) is theirs,
 /// not the image's: it runs recorded, even when it turns into a shell.
 #[test]
@@ -349,6 +383,84 @@ fn a_recorded_user_cannot_type_into_the_reviewers_terminal() {
     let header = std::fs::read_to_string(start["recording"].as_str().unwrap()).unwrap();
     let first = header.lines().next().unwrap();
     assert!(first.len() < 2000, "cast header is {} bytes", first.len());
+}
+
+/// issue 9, classes 1 and 6 (found by the attacker review): output a
+/// session hides inside terminal string sequences (a DCS around every line,
+/// an OSC title, an APC, 8-bit introducers) reached the SSH client, so
+/// every reviewer view shows it: `search` finds it, `play` draws it as
+/// text, the exported page carries it.
+#[test]
+fn what_a_session_hides_in_string_sequences_is_shown_to_reviewers() {
+    let u = e2e_user("bt-rec-dcs");
+    let id = std::process::id();
+    let (dcs, osc, apc, c1) = (
+        format!("dcsline{id}"),
+        format!("osctitle{id}"),
+        format!("apcdata{id}"),
+        format!("cones{id}"),
+    );
+    let command = format!(
+        "echo {dcs}-$(id -un) | sed -u 's/^/\\x1bP/; s/$/\\x1b\\\\/'; \
+         printf '\\033]2;{osc}\\007\\033_{apc}\\033\\\\\\302\\220{c1}\\302\\234done\\n'"
+    );
+    let out = ssh(&u, &["-tt"], &[&command])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let client = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        client.contains(&format!("\x1bP{dcs}-{}", u.name)),
+        "the client got the hidden line: {client:?}"
+    );
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"].as_str().is_some_and(|c| c.contains(&dcs))
+    });
+    let session = start["session_id"].as_str().unwrap();
+    for needle in [&dcs, &osc, &apc, &c1] {
+        let found = bastionctl(&["sessions", "search", needle, "--user", &u.name]);
+        let text = String::from_utf8_lossy(&found.stdout);
+        assert!(
+            found.status.success() && text.contains(session),
+            "search {needle}: {found:?}"
+        );
+    }
+    let found =
+        String::from_utf8(bastionctl(&["sessions", "search", &dcs, "--user", &u.name]).stdout)
+            .unwrap();
+    assert!(
+        found.contains(&format!("⟦DCS {dcs}-{}⟧", u.name)),
+        "the line is shown with what hid it: {found}"
+    );
+    let played = bastionctl(&["sessions", "play", session, "--speed", "1000"]);
+    let played = String::from_utf8_lossy(&played.stdout);
+    for needle in [&dcs, &osc, &apc, &c1] {
+        assert!(
+            played.contains(needle.as_str()),
+            "play {needle}: {played:?}"
+        );
+    }
+    assert!(!played.contains("\x1bP") && !played.contains("\x1b]") && !played.contains("\x1b_"));
+    let page = std::env::temp_dir().join(format!("bt-rec-dcs-{id}.html"));
+    let exported = bastionctl(&[
+        "sessions",
+        "export",
+        session,
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert!(exported.status.success(), "{exported:?}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let _ = std::fs::remove_file(&page);
+    for shown in [
+        format!("⟦DCS {dcs}-{}⟧", u.name),
+        format!("⟦OSC 2;{osc}⟧"),
+        format!("⟦APC {apc}⟧"),
+        format!("⟦DCS {c1}⟧"),
+    ] {
+        assert!(html.contains(&shown), "export shows {shown}");
+    }
 }
 
 /// issue 9, class 1 (found by the attacker review): another session of

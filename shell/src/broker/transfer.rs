@@ -28,7 +28,7 @@ pub struct TransferServer {
 
 /// The transfer server `command` asks for, if it is exactly one.
 pub fn server_invocation(command: &str, tty: bool) -> Option<TransferServer> {
-    if tty || !command.bytes().all(plain_byte) {
+    if tty || command.len() > MAX_INVOCATION || !command.bytes().all(plain_byte) {
         return None;
     }
     let words: Vec<&str> = command.split(' ').collect();
@@ -45,6 +45,13 @@ pub fn server_invocation(command: &str, tty: bool) -> Option<TransferServer> {
         _ => None,
     }
 }
+
+/// The longest invocation taken for a transfer: a server and its flags
+/// around one path of at most PATH_MAX (4096) bytes, longer than which no
+/// path can be opened. Longer is a command, recorded like any other (so
+/// that the unrecorded sessions' audit lines stay small: they count against
+/// no recording budget).
+pub const MAX_INVOCATION: usize = 4096 + 64;
 
 /// Bytes that mean nothing to a shell (no quoting, expansion, globbing,
 /// redirection, separators, comments or tilde), and a space.
@@ -206,6 +213,15 @@ mod tests {
 
     fn argv(command: &str) -> Option<Vec<String>> {
         server_invocation(command, false).map(|t| t.argv)
+    }
+
+    #[test]
+    fn a_path_longer_than_any_file_can_have_is_not_a_transfer() {
+        let path = "a/".repeat(2048);
+        assert!(argv(&format!("scp -t {path}")).is_some(), "PATH_MAX fits");
+        let longer = "B".repeat(60_000);
+        assert!(argv(&format!("scp -t {longer}")).is_none());
+        assert!(argv(&format!("scp -f {}", "x".repeat(MAX_INVOCATION))).is_none());
     }
 
     #[test]

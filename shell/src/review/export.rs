@@ -9,6 +9,7 @@ use std::path::Path;
 
 use super::index::{SessionIndex, SessionInfo};
 use super::list::details;
+use super::string_sequences::{Revealer, Style};
 use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError, format_ts};
 use crate::audit::AuditEvent;
@@ -56,7 +57,7 @@ pub fn export_html(
         .filter_map(Result::ok)
         .map(|e| e.time)
         .fold(0.0f64, f64::max);
-    let page = render_html(session, &cast_text, duration);
+    let page = render_html(session, &revealed_cast(&cast_text), duration);
     if to_stdout {
         return out
             .write_all(page.as_bytes())
@@ -83,6 +84,41 @@ pub fn export_html(
         page.len()
     )?;
     Ok(())
+}
+
+/// The recording with what its output's string sequences carried (OSC,
+/// DCS, APC, …) made visible text in reverse video
+/// ([`super::string_sequences`]): the page's player, a terminal emulator,
+/// would draw none of it. Other lines are kept as they are.
+fn revealed_cast(cast_text: &str) -> String {
+    let mut revealer = Revealer::new(Style::Highlighted);
+    let mut out = String::with_capacity(cast_text.len());
+    let mut last_time = 0.0;
+    for (i, line) in cast_text.lines().enumerate() {
+        let event = (i > 0)
+            .then(|| serde_json::from_str::<(f64, String, String)>(line).ok())
+            .flatten();
+        match event {
+            Some((time, code, data)) if code == "o" => {
+                let mut revealed = Vec::with_capacity(data.len());
+                revealer.feed(data.as_bytes(), &mut revealed);
+                let data = String::from_utf8_lossy(&revealed);
+                let line = serde_json::to_string(&(time, "o", data)).unwrap_or_default();
+                out.push_str(&line);
+                last_time = time;
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    let mut rest = Vec::new();
+    revealer.finish(&mut rest);
+    if !rest.is_empty() {
+        let data = String::from_utf8_lossy(&rest);
+        out.push_str(&serde_json::to_string(&(last_time, "o", data)).unwrap_or_default());
+        out.push('\n');
+    }
+    out
 }
 
 /// The page for `session` whose recording is `cast_text`, `duration`
@@ -278,6 +314,22 @@ mod tests {
         assert!(matches!(err, ReviewError::PageToTerminal), "{err}");
         assert!(out.is_empty());
         assert!(!f.dir.path().join("-").exists() && !Path::new("-").exists());
+    }
+
+    #[test]
+    fn what_string_sequences_carried_is_visible_in_the_page() {
+        let cast = "{\"version\":2,\"width\":80,\"height\":24}\n\
+                    [0.5,\"o\",\"a\\u001bPsecret line\"]\n\
+                    [0.6,\"r\",\"100x30\"]\n\
+                    [0.7,\"o\",\"\\u001b\\\\b\"]\n";
+        let revealed = revealed_cast(cast);
+        let lines: Vec<&str> = revealed.lines().collect();
+        assert_eq!(lines[0], cast.lines().next().unwrap(), "header kept");
+        let first: (f64, String, String) = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(first.2, "a\u{1b}[7m⟦DCS secret line");
+        assert_eq!(lines[2], "[0.6,\"r\",\"100x30\"]");
+        let last: (f64, String, String) = serde_json::from_str(lines[3]).unwrap();
+        assert_eq!(last.2, "⟧\u{1b}[27mb");
     }
 
     #[test]

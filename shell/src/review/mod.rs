@@ -14,6 +14,7 @@ mod list;
 mod play;
 mod prune;
 mod search;
+pub mod string_sequences;
 pub mod terminal_safe;
 
 pub use export::{StandardOutput, export_html, render_html};

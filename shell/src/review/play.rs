@@ -112,6 +112,9 @@ pub fn play_events(
         filter.filter(event.data.as_bytes(), &mut safe);
         out.write_all(&safe)?;
     }
+    safe.clear();
+    filter.finish(&mut safe);
+    out.write_all(&safe)?;
     out.flush()?;
     Ok(())
 }

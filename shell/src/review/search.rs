@@ -1,5 +1,6 @@
 //! `sessions search`: a regex over what sessions showed, ANSI escapes
-//! stripped. Lines are rebuilt as a terminal would show them: a VT parser
+//! stripped, what string sequences (OSC, DCS, APC, …) carried shown as
+//! text (`⟦DCS …⟧`, [`super::string_sequences`]). Lines are rebuilt as a terminal would show them: a VT parser
 //! (`vte`) drops escape sequences, `\r` returns to the line's start and
 //! overwrites, backspace and erase-to-end-of-line are honoured, so shell
 //! line editing and progress bars read as they looked.
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::Serialize;
 
+use super::string_sequences::{Revealer, Style};
 use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError, format_offset};
 use crate::recording::cast::CastReader;
@@ -84,17 +86,24 @@ pub fn search(
         };
         let mut screen = LineScreen::default();
         let mut parser = vte::Parser::new();
+        let mut revealer = Revealer::new(Style::Plain);
+        let mut revealed = Vec::new();
         for event in reader {
             let Ok(event) = event else { break };
             if event.code != "o" {
                 continue;
             }
             screen.now = event.time;
-            parser.advance(&mut screen, event.data.as_bytes());
+            revealed.clear();
+            revealer.feed(event.data.as_bytes(), &mut revealed);
+            parser.advance(&mut screen, &revealed);
             for (t, line) in screen.done.drain(..) {
                 emit(t, &line)?;
             }
         }
+        revealed.clear();
+        revealer.finish(&mut revealed);
+        parser.advance(&mut screen, &revealed);
         if let Some((t, line)) = screen.take_line() {
             emit(t, &line)?;
         }
@@ -220,8 +229,11 @@ mod tests {
     fn lines_of(data: &[&str]) -> Vec<String> {
         let mut screen = LineScreen::default();
         let mut parser = vte::Parser::new();
+        let mut revealer = Revealer::new(Style::Plain);
         for d in data {
-            parser.advance(&mut screen, d.as_bytes());
+            let mut revealed = Vec::new();
+            revealer.feed(d.as_bytes(), &mut revealed);
+            parser.advance(&mut screen, &revealed);
         }
         let mut out: Vec<String> = screen.done.drain(..).map(|(_, l)| l).collect();
         out.extend(screen.take_line().map(|(_, l)| l));
@@ -237,7 +249,7 @@ mod tests {
                 "full\r\n",
                 "\x1b]0;title\x07next"
             ]),
-            ["ERROR: disk full", "next"]
+            ["ERROR: disk full", "⟦OSC 0;title⟧next"]
         );
     }
 

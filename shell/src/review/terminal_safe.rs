@@ -14,14 +14,18 @@
 //!   covers C0 controls).
 //! - [`ReplayFilter`] sits between a recording and the terminal in `play`:
 //!   text, cursor movement, colours, erasing and screen modes pass; every
-//!   string sequence (OSC, DCS, APC, PM, SOS), every sequence that makes the
-//!   terminal answer or report input (device status/attributes, window
+//!   string sequence (OSC, DCS, APC, PM, SOS) is shown as visible text, in
+//!   reverse video, never obeyed ([`super::string_sequences`]: the client
+//!   got its bytes, so the reviewer sees them); every sequence that makes
+//!   the terminal answer or report input (device status/attributes, window
 //!   reports, mouse and focus reporting), and every other control is
 //!   dropped. [`RESET`] puts back what a replay may have changed.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
+
+use super::string_sequences::{Revealer, Style};
 
 /// Whether `c` is shown as an escape rather than sent to the terminal.
 fn unsafe_char(c: char) -> bool {
@@ -139,8 +143,11 @@ impl<W: Write> Drop for SafeText<W> {
 pub const RESET: &[u8] =
     b"\x1b[0m\x1b[?25h\x1b[?1049l\x1b[?47l\x1b[4l\x1b[r\x1b[?1l\x1b>\x1b(B\x1b)B\x0f\x1b[?2004l";
 
-/// Filters a recording's output for a live terminal (see the module docs).
+/// Filters a recording's output for a live terminal (see the module docs):
+/// string sequences are first made visible text
+/// ([`super::string_sequences`]), then only drawing sequences pass.
 pub struct ReplayFilter {
+    revealer: Revealer,
     parser: vte::Parser,
 }
 
@@ -153,6 +160,7 @@ impl Default for ReplayFilter {
 impl ReplayFilter {
     pub fn new() -> Self {
         Self {
+            revealer: Revealer::new(Style::Highlighted),
             parser: vte::Parser::new(),
         }
     }
@@ -160,8 +168,18 @@ impl ReplayFilter {
     /// The part of `data` that is safe to send to a terminal (appended to
     /// `out`). Sequences split across calls are kept whole.
     pub fn filter(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let mut revealed = Vec::with_capacity(data.len());
+        self.revealer.feed(data, &mut revealed);
         let mut sink = Sink { out };
-        self.parser.advance(&mut sink, data);
+        self.parser.advance(&mut sink, &revealed);
+    }
+
+    /// The end of the recording: a string sequence still open is shown.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let mut revealed = Vec::new();
+        self.revealer.finish(&mut revealed);
+        let mut sink = Sink { out };
+        self.parser.advance(&mut sink, &revealed);
     }
 }
 
@@ -272,7 +290,8 @@ impl vte::Perform for Sink<'_> {
         }
     }
 
-    // OSC, DCS (hook/put/unhook), and SOS/PM/APC: never passed.
+    // OSC, DCS (hook/put/unhook), and SOS/PM/APC never get here: the
+    // revealer has made them text.
 }
 
 #[cfg(test)]
@@ -339,14 +358,27 @@ mod tests {
         ] {
             assert_eq!(replay(kept), kept, "{:?}", String::from_utf8_lossy(kept));
         }
+        // String sequences: shown as text in reverse video, never obeyed.
+        for (string, shown) in [
+            (&b"\x1b]0;OWNED\x07"[..], "OSC 0;OWNED"),
+            (b"\x1b]52;c;cm0gLXJmIH4K\x07", "OSC 52;c;cm0gLXJmIH4K"),
+            (b"\x1b]8;;http://evil\x1b\\", "OSC 8;;http://evil"),
+            (b"\x1bP$q\"p\x1b\\", "DCS $q\"p"),
+            (b"\x1b_app\x1b\\", "APC app"),
+            (b"\x1bPline\x1b[2J\x1b\\", "DCS line"),
+        ] {
+            let mut data = b"<".to_vec();
+            data.extend_from_slice(string);
+            data.push(b'>');
+            let out = String::from_utf8(replay(&data)).unwrap();
+            assert!(
+                out.starts_with(&format!("<\x1b[7m⟦{shown}⟧\x1b[27m")) && out.ends_with('>'),
+                "{shown}: {out:?}"
+            );
+        }
         // Dropped whole, text around them kept.
         for (dropped, why) in [
-            (&b"\x1b]0;OWNED\x07"[..], "window title"),
-            (b"\x1b]52;c;cm0gLXJmIH4K\x07", "clipboard write"),
-            (b"\x1b]8;;http://evil\x1b\\", "hyperlink"),
-            (b"\x1bP$q\"p\x1b\\", "DECRQSS request"),
-            (b"\x1b_app\x1b\\", "APC"),
-            (b"\x1b[6n", "cursor position report"),
+            (&b"\x1b[6n"[..], "cursor position report"),
             (b"\x1b[c", "device attributes"),
             (b"\x1b[>c", "secondary device attributes"),
             (b"\x1b[21t", "title report"),
@@ -376,11 +408,16 @@ mod tests {
     }
 
     #[test]
-    fn a_sequence_split_across_events_is_still_dropped() {
+    fn a_sequence_split_across_events_is_still_whole() {
         let mut filter = ReplayFilter::new();
         let mut out = Vec::new();
         filter.filter(b"a\x1b]0;OW", &mut out);
-        filter.filter(b"NED\x07b", &mut out);
-        assert_eq!(out, b"ab");
+        filter.filter(b"NED\x07b\x1b[6", &mut out);
+        filter.filter(b"nc\x1bPopen", &mut out);
+        filter.finish(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\x1b[7m⟦OSC 0;OWNED⟧\x1b[27mbc\x1b[7m⟦DCS open (cut off)⟧\x1b[27m"
+        );
     }
 }

@@ -65,6 +65,13 @@ pub const MASKED_PATHS: &[&str] = &[
     "/sys/dev/block",
     "/sys/devices/virtual/block",
     "/sys/fs/ext4",
+    // Host-wide counters and tables that tell of other users' sessions:
+    // terminals open on the host, file locks (with their device numbers:
+    // each home is a loop device), device events (a home mounted at a
+    // user's first login).
+    "/proc/sys/kernel/pty",
+    "/proc/locks",
+    "/sys/kernel/uevent_seqnum",
 ];
 
 /// Which of a user's two containers. File transfers (the unrecorded

@@ -170,6 +170,10 @@ async fn receive(stream: &UnixStream) -> Result<Received, RequestError> {
     }
 }
 
+/// How much of a session's command bastiond's own log keeps (the audit
+/// trail keeps up to [`crate::audit::MAX_COMMAND_BYTES`]).
+const LOGGED_COMMAND_BYTES: usize = 512;
+
 /// One login: the broker, the caller's uid (from SO_PEERCRED), the session's
 /// id, and when the shell connected (for the phases' debug timings).
 struct Session<'b> {
@@ -289,7 +293,12 @@ impl Session<'_> {
         });
         tracing::info!(
             session = %self.id, user = %user.who.name, uid = self.uid, container = %running.name,
-            tty = request.tty, command = request.command.as_deref().unwrap_or("<login shell>"),
+            tty = request.tty,
+            // Bounded like the audit's, shorter: the full one is there.
+            command = %request.command.as_deref().map_or_else(
+                || "<login shell>".into(),
+                |c| crate::audit::bounded(c, LOGGED_COMMAND_BYTES),
+            ),
             container_state = if running.remembered { "remembered" } else { "inspected" },
             "session start"
         );

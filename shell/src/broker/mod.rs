@@ -243,10 +243,18 @@ impl Broker {
     }
 }
 
-/// bastiond's whole life: connects, listens on the configured socket, and
-/// serves until SIGTERM or SIGINT.
+/// bastiond's whole life: connects, recovers what a previous broker left,
+/// then listens on the configured socket (its appearance is the readiness
+/// signal: nothing is accepted before recovery) and serves until SIGTERM or
+/// SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     let broker = Arc::new(Broker::connect(config_path).await?);
+    let watcher = tokio::spawn(container_state::watch(
+        broker.containers.state(),
+        broker.containers.docker().clone(),
+        broker.shutdown.clone(),
+    ));
+    recover(&broker).await;
     let socket = broker.config.current().bastiond.socket.clone();
     let listener = listen(&socket)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -261,26 +269,27 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
         }
     };
     serve(broker, listener, stop).await;
+    watcher.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
 
-/// Serves logins on `listener` until `stop` completes, then ends the live
-/// sessions (each told why) and waits for them, at most 10 s. First it
-/// recovers what a previous broker left (its sessions' processes, their
-/// open records); connections wait in the listener's backlog meanwhile.
-pub async fn serve(broker: Arc<Broker>, listener: UnixListener, stop: impl Future<Output = ()>) {
+/// What a start-up finds before serving: the gateway network made, the
+/// processes of a previous broker's sessions killed, their open records
+/// closed.
+pub async fn recover(broker: &Arc<Broker>) {
     let config = broker.config.current();
     if let Err(e) = broker.containers.ensure_network(&config.bastiond).await {
         tracing::warn!(error = %e, "cannot prepare the bastion network yet; will retry at the first login");
     }
-    let watcher = tokio::spawn(container_state::watch(
-        broker.containers.state(),
-        broker.containers.docker().clone(),
-        broker.shutdown.clone(),
-    ));
-    reaper::recover(&broker).await;
-    recover_interrupted_sessions(&broker).await;
+    reaper::recover(broker).await;
+    recover_interrupted_sessions(broker).await;
+}
+
+/// Serves logins on `listener` until `stop` completes, then ends the live
+/// sessions (each told why) and waits for them, at most 10 s.
+pub async fn serve(broker: Arc<Broker>, listener: UnixListener, stop: impl Future<Output = ()>) {
+    let config = broker.config.current();
     tracing::info!(socket = %config.bastiond.socket.display(), "bastiond ready");
 
     let admission = Admission::new(
@@ -321,7 +330,6 @@ pub async fn serve(broker: Arc<Broker>, listener: UnixListener, stop: impl Futur
     broker.shutdown.cancel();
     reaper.abort();
     pending_ends.abort();
-    watcher.abort();
     sessions.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sessions.wait()).await;
 }

@@ -197,6 +197,9 @@ struct Identified {
 /// The records begun and the exec created: what the session runs with.
 struct Begun {
     exec: Exec,
+    /// The container's limit counters before the session ran (to tell its
+    /// user when a limit bit during it).
+    limits_before: Option<super::limits::LimitHits>,
     recording: Option<RecordingObserver>,
     /// The user's recording budget held for this session until it ends.
     _reservation: Option<Reservation>,
@@ -319,6 +322,7 @@ impl Session<'_> {
         let shell = &user.config.bastiond.shell;
         let start =
             records::session_start(&self.id, &user.who, running, request, &user.plan, shell);
+        let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_limit_hits);
         let (config, audit, budgets) = (
             user.config.recording.clone(),
             broker.audit.clone(),
@@ -380,6 +384,7 @@ impl Session<'_> {
         self.phase("records begun");
         Ok(Begun {
             exec,
+            limits_before,
             recording,
             _reservation: begun.reservation,
             contained,
@@ -446,12 +451,12 @@ impl Session<'_> {
     ) {
         let Begun {
             exec,
+            limits_before,
             recording,
             _reservation,
             contained,
             ..
         } = begun;
-        let limits_before = running.cgroup.as_deref().map(CgroupFiles::read_limit_hits);
         let stop_reason = recording.as_ref().and_then(RecordingObserver::stop_reason);
         let finish = Finish::of(&exec, end, &contained, stop_reason).await;
         self.phase("exit code read");

@@ -31,10 +31,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bastion::contract::labels;
 use bastion_metadata_proxy::audit_events::Auditor;
-use bastion_metadata_proxy::containers::{
-    ContainerIdentity, Directory, LABEL_ROLE, LABEL_TOKEN_SHA256, LABEL_USER,
-};
+use bastion_metadata_proxy::containers::{ContainerIdentity, Directory};
 use bastion_metadata_proxy::credential_cache::{CredentialCache, Tuning};
 use bastion_metadata_proxy::metadata_api::{
     ApiSettings, CONTAINER_CREDENTIALS_PATH, IMDS_HOST, MetadataApi,
@@ -214,14 +213,14 @@ async fn build(strict: bool, closed_port: u16) -> Api {
 
 fn identity(c: &Container) -> ContainerIdentity {
     let mut labels = std::collections::HashMap::from([
-        (LABEL_USER.to_owned(), c.user.to_owned()),
+        (labels::USER.to_owned(), c.user.to_owned()),
         (
-            LABEL_TOKEN_SHA256.to_owned(),
+            labels::CREDENTIALS_TOKEN_SHA256.to_owned(),
             hex::encode(Sha256::digest(c.token.as_bytes())),
         ),
     ]);
     if let Some(label) = c.label {
-        labels.insert(LABEL_ROLE.to_owned(), label.to_owned());
+        labels.insert(labels::ROLE.to_owned(), label.to_owned());
     }
     let summary = ContainerSummary {
         id: Some(c.id.into()),

@@ -35,13 +35,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::role_session::{ResolvedSession, SessionSettings};
-
-pub const LABEL_USER: &str = "bastion.user";
-pub const LABEL_UID: &str = "bastion.uid";
-pub const LABEL_ROLE: &str = "bastion.role";
-pub const LABEL_TOKEN_SHA256: &str = "bastion.credentials-token-sha256";
-/// The network the container's address is on (set by bastiond).
-pub const LABEL_NETWORK: &str = bastion::broker::container::labels::NETWORK;
+pub use bastion::contract::labels;
 
 /// A user container as the proxy sees it.
 #[derive(Debug)]
@@ -138,9 +132,9 @@ impl ContainerIdentity {
     /// `bastion.network` label names (`default_network` without one).
     pub fn from_summary(summary: &ContainerSummary, default_network: &str) -> Option<Self> {
         let labels = summary.labels.as_ref()?;
-        let user = labels.get(LABEL_USER).filter(|u| !u.is_empty())?.clone();
+        let user = labels.get(labels::USER).filter(|u| !u.is_empty())?.clone();
         let network = labels
-            .get(LABEL_NETWORK)
+            .get(labels::NETWORK)
             .map_or(default_network, String::as_str);
         let id = summary.id.clone()?;
         let ip = summary
@@ -159,10 +153,10 @@ impl ContainerIdentity {
             .and_then(|n| n.first())
             .map(|n| n.trim_start_matches('/').to_owned())
             .unwrap_or_else(|| id.clone());
-        let token_sha256 = labels.get(LABEL_TOKEN_SHA256).and_then(|hex_digest| {
+        let token_sha256 = labels.get(labels::CREDENTIALS_TOKEN_SHA256).and_then(|hex_digest| {
             let parsed = parse_sha256_hex(hex_digest);
             if parsed.is_none() {
-                tracing::warn!(container = %name, "label {LABEL_TOKEN_SHA256} is not 64 lowercase hex digits: the container-credentials endpoint will refuse this container");
+                tracing::warn!(container = %name, label = labels::CREDENTIALS_TOKEN_SHA256, "the label is not 64 lowercase hex digits: the container-credentials endpoint will refuse this container");
             }
             parsed
         });
@@ -170,8 +164,8 @@ impl ContainerIdentity {
             id,
             name,
             user,
-            uid: labels.get(LABEL_UID).and_then(|u| u.parse().ok()),
-            role_label: labels.get(LABEL_ROLE).filter(|r| !r.is_empty()).cloned(),
+            uid: labels.get(labels::UID).and_then(|u| u.parse().ok()),
+            role_label: labels.get(labels::ROLE).filter(|r| !r.is_empty()).cloned(),
             token_sha256,
             ip,
             handed_out: Mutex::new(None),
@@ -300,39 +294,14 @@ impl Directory {
 /// Why the Docker Engine could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("cannot connect to the Docker Engine at {endpoint}: {source}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] bastion::contract::docker::ConnectError),
     #[error("cannot list the containers on network {network}: {source}")]
     List {
         network: String,
         #[source]
         source: bollard::errors::Error,
     },
-}
-
-/// Connects to the Engine (`docker_host` or the local socket) and agrees
-/// on an API version.
-pub async fn connect_docker(docker_host: Option<&str>) -> Result<Docker, DockerError> {
-    let endpoint = docker_host
-        .unwrap_or("unix:///var/run/docker.sock")
-        .to_owned();
-    let connect_err = |source| DockerError::Connect {
-        endpoint: endpoint.clone(),
-        source,
-    };
-    let docker = match docker_host {
-        Some(host) if host.starts_with("unix://") || host.starts_with('/') => {
-            Docker::connect_with_unix(host, 30, bollard::API_DEFAULT_VERSION)
-        }
-        Some(host) => Docker::connect_with_http(host, 30, bollard::API_DEFAULT_VERSION),
-        None => Docker::connect_with_local_defaults(),
-    }
-    .map_err(connect_err)?;
-    docker.negotiate_version().await.map_err(connect_err)
 }
 
 /// Called for every container that appears or changes (prefetch).
@@ -385,7 +354,7 @@ impl DockerWatcher {
 
     async fn list(&self, id: Option<&str>) -> Result<Vec<ContainerIdentity>, DockerError> {
         let mut filters = HashMap::from([
-            ("label".to_owned(), vec![LABEL_USER.to_owned()]),
+            ("label".to_owned(), vec![labels::USER.to_owned()]),
             ("status".to_owned(), vec!["running".to_owned()]),
         ]);
         if let Some(id) = id {
@@ -659,7 +628,12 @@ mod tests {
 
     fn identity(id: &str, ip: &str, user: &str) -> ContainerIdentity {
         ContainerIdentity::from_summary(
-            &summary(id, ip, &[(LABEL_USER, user), (LABEL_ROLE, "r")], "bastion0"),
+            &summary(
+                id,
+                ip,
+                &[(labels::USER, user), (labels::ROLE, "r")],
+                "bastion0",
+            ),
             "bastion0",
         )
         .unwrap()
@@ -667,7 +641,10 @@ mod tests {
 
     #[test]
     fn the_address_is_taken_on_the_network_the_label_names() {
-        let labels = [(LABEL_USER, "alice"), (LABEL_NETWORK, "bastion-net-alice")];
+        let labels = [
+            (labels::USER, "alice"),
+            (labels::NETWORK, "bastion-net-alice"),
+        ];
         let own = summary("a", "172.31.0.2", &labels, "bastion-net-alice");
         let c = ContainerIdentity::from_summary(&own, "bastion0").unwrap();
         assert_eq!(c.ip, "172.31.0.2".parse::<Ipv4Addr>().unwrap());
@@ -687,10 +664,10 @@ mod tests {
                 "a",
                 "172.30.0.2",
                 &[
-                    (LABEL_USER, "alice"),
-                    (LABEL_UID, "1000"),
-                    (LABEL_ROLE, "dev"),
-                    (LABEL_TOKEN_SHA256, &token_sha),
+                    (labels::USER, "alice"),
+                    (labels::UID, "1000"),
+                    (labels::ROLE, "dev"),
+                    (labels::CREDENTIALS_TOKEN_SHA256, &token_sha),
                 ],
                 "bastion0",
             ),
@@ -708,21 +685,21 @@ mod tests {
         // No user label, other network, or no address: not a user container.
         assert!(
             ContainerIdentity::from_summary(
-                &summary("b", "172.30.0.3", &[(LABEL_ROLE, "x")], "bastion0"),
+                &summary("b", "172.30.0.3", &[(labels::ROLE, "x")], "bastion0"),
                 "bastion0"
             )
             .is_none()
         );
         assert!(
             ContainerIdentity::from_summary(
-                &summary("c", "172.17.0.3", &[(LABEL_USER, "x")], "bridge"),
+                &summary("c", "172.17.0.3", &[(labels::USER, "x")], "bridge"),
                 "bastion0"
             )
             .is_none()
         );
         assert!(
             ContainerIdentity::from_summary(
-                &summary("d", "", &[(LABEL_USER, "x")], "bastion0"),
+                &summary("d", "", &[(labels::USER, "x")], "bastion0"),
                 "bastion0"
             )
             .is_none()
@@ -735,7 +712,10 @@ mod tests {
             &summary(
                 "a",
                 "172.30.0.2",
-                &[(LABEL_USER, "alice"), (LABEL_TOKEN_SHA256, "ABC")],
+                &[
+                    (labels::USER, "alice"),
+                    (labels::CREDENTIALS_TOKEN_SHA256, "ABC"),
+                ],
                 "bastion0",
             ),
             "bastion0",

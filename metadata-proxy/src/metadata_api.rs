@@ -25,9 +25,7 @@ use crate::passthrough::Upstream;
 use crate::role_session::{ResolvedSession, SessionSettings};
 use crate::sts::AssumeRole;
 
-pub const IMDS_HOST: &str = "169.254.169.254";
-pub const CONTAINER_CREDENTIALS_HOST: &str = "169.254.170.2";
-pub const CONTAINER_CREDENTIALS_PATH: &str = "/v1/credentials";
+pub use bastion::contract::{CONTAINER_CREDENTIALS_HOST, CONTAINER_CREDENTIALS_PATH, IMDS_HOST};
 
 pub(crate) const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 pub(crate) const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
@@ -269,11 +267,11 @@ mod tests {
     //! IMDS are tested against moto in tests/; here the STS client points at
     //! a closed port and is never called.
     use super::*;
-    use crate::containers::{LABEL_ROLE, LABEL_TOKEN_SHA256, LABEL_USER};
     use crate::credential_cache::Tuning;
     use crate::imds::ec2_time;
     use crate::role::RoleNaming;
     use crate::sts::{AwsSts, StsSettings};
+    use bastion::contract::labels;
     use bollard::models::{ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings};
     use http::Method;
     use http_body_util::BodyExt;
@@ -293,14 +291,14 @@ mod tests {
         token: &str,
     ) -> ContainerIdentity {
         let mut labels = HashMap::from([
-            (LABEL_USER.to_owned(), user.to_owned()),
+            (labels::USER.to_owned(), user.to_owned()),
             (
-                LABEL_TOKEN_SHA256.to_owned(),
+                labels::CREDENTIALS_TOKEN_SHA256.to_owned(),
                 hex::encode(Sha256::digest(token.as_bytes())),
             ),
         ]);
         if let Some(role) = role {
-            labels.insert(LABEL_ROLE.to_owned(), role.to_owned());
+            labels.insert(labels::ROLE.to_owned(), role.to_owned());
         }
         let summary = ContainerSummary {
             id: Some(id.into()),

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::audit_events::Auditor;
 use crate::connection_limit::ConnectionLimit;
-use crate::containers::{Directory, DockerError, DockerWatcher, connect_docker};
+use crate::containers::{Directory, DockerError, DockerWatcher};
 use crate::credential_cache::{CacheKey, CredentialCache, Tuning};
 use crate::metadata_api::{ApiSettings, Body, MetadataApi};
 use crate::metrics::Metrics;
@@ -197,7 +197,9 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         auditor.clone(),
     ));
     let directory = Arc::new(Directory::new(metrics.clone()));
-    let docker = connect_docker(options.docker_host.as_deref()).await?;
+    let (docker, _) = bastion::contract::docker::connect(options.docker_host.as_deref())
+        .await
+        .map_err(DockerError::from)?;
     let prefetch = {
         let cache = cache.clone();
         let session = session.clone();

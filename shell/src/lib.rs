@@ -7,6 +7,7 @@ pub mod audit;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod contract;
 pub mod ctl;
 pub mod log_limit;
 pub mod logging;

@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use bollard::Docker;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,16 +44,8 @@ use container::ContainerManager;
 pub enum BrokerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(
-        "docker_host {0:?} is not supported: bastiond needs the local unix socket (unix:///path)"
-    )]
-    DockerHost(String),
-    #[error("cannot set up the Docker client for {path}: {source}")]
-    Docker {
-        path: PathBuf,
-        #[source]
-        source: bollard::errors::Error,
-    },
+    #[error(transparent)]
+    Docker(#[from] crate::contract::docker::ConnectError),
     #[error("cannot listen on {path}: {source}")]
     Listen {
         path: PathBuf,
@@ -196,34 +187,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Loads the config and connects to the Docker Engine, speaking the
-    /// Engine's API version (Debian's docker.io is older than bollard's
-    /// default); when the Engine does not answer yet, bollard's default.
+    /// Loads the config and connects to the Docker Engine
+    /// ([`crate::contract::docker::connect`]).
     pub async fn connect(config_path: &Path) -> Result<Self, BrokerError> {
         let config = ConfigSource::load(config_path)?;
-        let host = config
-            .current()
-            .bastiond
-            .docker_host
-            .clone()
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        let socket = host
-            .strip_prefix("unix://")
-            .map(PathBuf::from)
-            .ok_or_else(|| BrokerError::DockerHost(host.clone()))?;
-        let docker =
-            Docker::connect_with_unix(&socket.to_string_lossy(), 120, bollard::API_DEFAULT_VERSION)
-                .map_err(|source| BrokerError::Docker {
-                    path: socket.clone(),
-                    source,
-                })?;
-        let docker = match docker.clone().negotiate_version().await {
-            Ok(negotiated) => negotiated,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot ask the Docker Engine for its API version yet; using bollard's default");
-                docker
-            }
-        };
+        let host = config.current().bastiond.docker_host.clone();
+        let (docker, socket) = crate::contract::docker::connect(host.as_deref()).await?;
         let recording = config.current().recording.clone();
         let mut audit = AuditLog::new(&recording.audit_log);
         if recording.syslog {

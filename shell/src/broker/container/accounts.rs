@@ -26,8 +26,7 @@ use futures_util::TryStreamExt;
 
 use crate::broker::identity::Identity;
 
-/// Where the container-credentials token is mounted inside.
-pub const TOKEN_PATH_IN_CONTAINER: &str = "/etc/bastion/aws-container-token";
+use crate::contract::TOKEN_PATH_IN_CONTAINER;
 
 /// Why a user's account files could not be made.
 #[derive(Debug, thiserror::Error)]

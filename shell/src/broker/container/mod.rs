@@ -21,10 +21,7 @@ pub mod spec;
 use accounts::{AccountsError, ImageAccountsCache};
 use home::HomeError;
 use spec::build_spec;
-pub use spec::{
-    CONTAINER_INIT_USER, CREDENTIALS_FULL_URI, ContainerKind, KUBECONFIG_DIR_IN_CONTAINER,
-    MASKED_PATHS, labels,
-};
+pub use spec::{CONTAINER_INIT_USER, ContainerKind, MASKED_PATHS};
 
 use super::cgroup::CgroupFiles;
 use super::container_state::{ContainerState, KnownContainer, Running, Ticket};
@@ -32,8 +29,7 @@ use super::identity::Identity;
 use super::user_network::{self, UserNetworkError};
 use crate::audit::{AuditEvent, AuditLog, ContainerEvent};
 use crate::config::{BastiondConfig, UserSettings};
-
-pub use accounts::TOKEN_PATH_IN_CONTAINER;
+use crate::contract::labels;
 
 /// Why a user's container could not be made ready.
 #[derive(Debug, thiserror::Error)]

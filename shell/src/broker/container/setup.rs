@@ -9,11 +9,12 @@ use bollard::query_parameters::CreateContainerOptionsBuilder;
 use sha2::{Digest, Sha256};
 
 use super::accounts::AccountFiles;
-use super::spec::{ContainerKind, Spec, labels};
+use super::spec::{ContainerKind, Spec};
 use super::{ContainerError, ContainerManager, home, is_unreachable, status_of};
 use crate::broker::identity::Identity;
 use crate::broker::user_network;
 use crate::config::{BastiondConfig, UserSettings};
+use crate::contract::labels;
 
 impl ContainerManager {
     #[allow(clippy::too_many_arguments)]

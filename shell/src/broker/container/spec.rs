@@ -7,35 +7,13 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use sha2::{Digest, Sha256};
 
-use super::accounts::{AccountFiles, TOKEN_PATH_IN_CONTAINER};
+use super::accounts::AccountFiles;
 use crate::broker::identity::Identity;
 use crate::broker::user_network;
 use crate::config::{BastiondConfig, UserSettings};
-
-/// Label names of the Docker contract (design.md, "Contracts").
-pub mod labels {
-    pub const USER: &str = "bastion.user";
-    pub const UID: &str = "bastion.uid";
-    pub const ROLE: &str = "bastion.role";
-    /// SHA-256 of the container-credentials token (the proxy compares it).
-    pub const CREDENTIALS_TOKEN_SHA256: &str = "bastion.credentials-token-sha256";
-    /// Hash of everything the container was created from.
-    pub const SPEC: &str = "bastion.spec";
-    /// The network the container is on (its own: user_network.rs); the
-    /// proxy takes the container's address there.
-    pub const NETWORK: &str = "bastion.network";
-    /// The size limit of the user's home (bytes; 0: none), so a change
-    /// recreates the container (and grows the home while it is down).
-    pub const HOME_SIZE: &str = "bastion.home-size";
-    /// `transfers` on a user's file-transfer container (absent on their
-    /// shell container).
-    pub const PURPOSE: &str = "bastion.purpose";
-}
-
-/// The container-credentials endpoint SDKs are pointed at.
-pub const CREDENTIALS_FULL_URI: &str = "http://169.254.170.2/v1/credentials";
-/// Where the kubeconfig directory is mounted (read-only) inside.
-pub const KUBECONFIG_DIR_IN_CONTAINER: &str = "/etc/bastion/kubeconfigs";
+use crate::contract::{
+    CREDENTIALS_FULL_URI, KUBECONFIG_DIR_IN_CONTAINER, TOKEN_PATH_IN_CONTAINER, labels,
+};
 
 /// The uid:gid of a container's own processes (init, `sleep`): nobody.
 pub const CONTAINER_INIT_USER: &str = "65534:65534";

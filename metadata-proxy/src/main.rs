@@ -29,7 +29,10 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("bastion-metadata-proxy: {}", chain(&error));
+            eprintln!(
+                "bastion-metadata-proxy: {}",
+                bastion::logging::error_chain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -49,20 +52,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     proxy.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The error and its causes on one line, leaving out causes that the
-/// message before already quotes.
-fn chain(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }

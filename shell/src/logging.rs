@@ -25,3 +25,42 @@ pub fn init(format: Format) {
         Format::Json => builder.json().init(),
     }
 }
+
+/// An error and its causes on one line (`a: b: c`), leaving out a cause
+/// whose text the message before it already quotes (many errors quote
+/// their source).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_is_one_line_without_repeats() {
+        let io = || std::io::Error::other("disk full");
+        assert_eq!(error_chain(&Quoting(io())), "cannot start: disk full");
+        assert_eq!(error_chain(&Plain(io())), "cannot start: disk full");
+    }
+}

@@ -132,7 +132,7 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, uid: u32, pending: P
             if e.is_refusal() {
                 admission.login_refused(uid, &e);
             } else {
-                tracing::error!(uid, error = %error_chain(&e), "session failed");
+                tracing::error!(uid, error = %crate::logging::error_chain(&e), "session failed");
             }
             ServerMessage::Error {
                 message: e.user_message(),
@@ -141,17 +141,6 @@ pub async fn serve(broker: Arc<Broker>, stream: UnixStream, uid: u32, pending: P
         }
     };
     let _ = protocol::write_frame_async(&mut writer, &reply).await;
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Reads the first frame and the descriptors sent with it.

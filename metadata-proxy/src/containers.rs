@@ -20,13 +20,12 @@ use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{ContainerSummary, EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::query_parameters::ListContainersOptions;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use sha2::{Digest, Sha256};
@@ -35,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::role_session::{ResolvedSession, SessionSettings};
+use bastion::contract::docker::{CancellationToken, EventFollower, follow_events};
 pub use bastion::contract::labels;
 
 /// A user container as the proxy sees it.
@@ -324,6 +324,29 @@ pub struct DockerWatcher {
 const NEGATIVE_TTL: Duration = Duration::from_millis(500);
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
 
+impl EventFollower for DockerWatcher {
+    async fn connected(&self) -> Result<(), String> {
+        let resynced = self.resync().await.map_err(|e| e.to_string());
+        self.events_connected
+            .store(resynced.is_ok(), Ordering::Relaxed);
+        resynced
+    }
+
+    async fn event(&self, event: EventMessage) {
+        self.handle_event(event).await;
+    }
+
+    fn disconnected(&self) {
+        self.events_connected.store(false, Ordering::Relaxed);
+    }
+
+    async fn tick(&self) {
+        if let Err(error) = self.resync().await {
+            tracing::warn!(%error, "periodic resync failed");
+        }
+    }
+}
+
 impl DockerWatcher {
     pub fn new(
         docker: Docker,
@@ -498,73 +521,25 @@ impl DockerWatcher {
     }
 
     /// Follows the events stream until `shutdown` flips, reconnecting with
-    /// back-off and resyncing after each (re)connect and every minute.
+    /// back-off and resyncing after each (re)connect and every minute
+    /// ([`bastion::contract::docker::follow_events`]).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let since = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                .saturating_sub(1);
-            let options = EventsOptions {
-                since: Some(since.to_string()),
-                until: None,
-                filters: Some(HashMap::from([(
-                    "type".to_owned(),
-                    vec!["container".to_owned(), "network".to_owned()],
-                )])),
-            };
-            let mut events = self.docker.events(Some(options));
-            match self.resync().await {
-                Ok(()) => {
-                    self.events_connected.store(true, Ordering::Relaxed);
-                    delay = Duration::from_millis(250);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot list user containers; retrying");
-                    self.events_connected.store(false, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                    continue;
+        let stop = CancellationToken::new();
+        let cancel = stop.clone();
+        let stopper = tokio::spawn(async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
                 }
             }
-            let mut resync = tokio::time::interval(RESYNC_EVERY);
-            resync.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = resync.tick() => {
-                        if let Err(error) = self.resync().await {
-                            tracing::warn!(%error, "periodic resync failed");
-                        }
-                    }
-                    event = events.next() => match event {
-                        Some(Ok(event)) => self.handle_event(event).await,
-                        Some(Err(error)) => {
-                            tracing::error!(%error, "Docker events stream failed; reconnecting");
-                            break;
-                        }
-                        None => {
-                            tracing::error!("Docker events stream ended; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            self.events_connected.store(false, Ordering::Relaxed);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+            cancel.cancel();
+        });
+        let filters = HashMap::from([(
+            "type".to_owned(),
+            vec!["container".to_owned(), "network".to_owned()],
+        )]);
+        follow_events(&self.docker, filters, &*self, Some(RESYNC_EVERY), &stop).await;
+        stopper.abort();
     }
 
     async fn handle_event(&self, event: EventMessage) {

@@ -42,9 +42,16 @@ pub const KUBECONFIG_DIR_IN_CONTAINER: &str = "/etc/bastion/kubeconfigs";
 
 /// Reaching the Docker Engine.
 pub mod docker {
+    use std::collections::HashMap;
+    use std::future::Future;
     use std::path::PathBuf;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use bollard::Docker;
+    use bollard::models::EventMessage;
+    use bollard::query_parameters::EventsOptions;
+    use futures_util::StreamExt;
+    pub use tokio_util::sync::CancellationToken;
 
     /// The Engine's endpoint when the config names none.
     pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -98,6 +105,100 @@ pub mod docker {
             }
         };
         Ok((docker, socket))
+    }
+
+    /// What follows the Engine's events stream ([`follow_events`]).
+    pub trait EventFollower: Send + Sync {
+        /// The stream is (re)connected: bring what is known up to date
+        /// (events missed while it was down are not replayed). An error
+        /// retries the connection after the back-off.
+        fn connected(&self) -> impl Future<Output = Result<(), String>> + Send;
+        /// One event.
+        fn event(&self, event: EventMessage) -> impl Future<Output = ()> + Send;
+        /// The stream is down (until the next `connected`).
+        fn disconnected(&self);
+        /// Every `tick` of [`follow_events`] while connected.
+        fn tick(&self) -> impl Future<Output = ()> + Send {
+            async {}
+        }
+    }
+
+    /// Follows the Engine's events matching `filters` until `stop`:
+    /// reconnects after a failure or the stream's end with a back-off
+    /// (250 ms, doubling to 10 s; back to 250 ms after a connection that
+    /// delivered an event or lasted 10 s), asking each (re)connection from a second before it so that
+    /// nothing between is lost. Both bastiond (its container state) and the
+    /// metadata proxy (its directory) keep their view this way.
+    pub async fn follow_events(
+        docker: &Docker,
+        filters: HashMap<String, Vec<String>>,
+        follower: &impl EventFollower,
+        tick: Option<Duration>,
+        stop: &CancellationToken,
+    ) {
+        let mut delay = Duration::from_millis(250);
+        while !stop.is_cancelled() {
+            let since = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                .saturating_sub(1);
+            let options = EventsOptions {
+                since: Some(since.to_string()),
+                until: None,
+                filters: Some(filters.clone()),
+            };
+            let mut events = docker.events(Some(options));
+            match follower.connected().await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot bring the view of the Docker Engine up to date; retrying");
+                    follower.disconnected();
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            let mut ticks = tokio::time::interval(tick.unwrap_or(Duration::MAX / 4));
+            ticks.tick().await;
+            let connected_at = std::time::Instant::now();
+            let mut healthy = false;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        follower.disconnected();
+                        return;
+                    }
+                    _ = ticks.tick(), if tick.is_some() => follower.tick().await,
+                    event = events.next() => match event {
+                        Some(Ok(event)) => {
+                            healthy = true;
+                            follower.event(event).await;
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "Docker events stream failed; reconnecting");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!("Docker events stream ended; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            follower.disconnected();
+            if healthy || connected_at.elapsed() > Duration::from_secs(10) {
+                delay = Duration::from_millis(250);
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
     }
 
     #[cfg(test)]

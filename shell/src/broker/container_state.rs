@@ -15,13 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::EventsOptions;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::contract::docker::{EventFollower, follow_events};
 
 use super::cgroup::CgroupFiles;
 
@@ -177,62 +176,32 @@ impl ContainerState {
 /// (the Engine replays them), so nothing between two connections, or
 /// between asking and the Engine subscribing us, is missed.
 pub async fn watch(state: Arc<ContainerState>, docker: Docker, shutdown: CancellationToken) {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            .saturating_sub(1);
-        let actions = CONTAINER_ACTIONS.iter().chain(IMAGE_ACTIONS);
-        let options = EventsOptions {
-            since: Some(since.to_string()),
-            until: None,
-            filters: Some(HashMap::from([
-                ("type".to_owned(), vec!["container".into(), "image".into()]),
-                (
-                    "event".to_owned(),
-                    actions.map(|a| (*a).to_owned()).collect(),
-                ),
-            ])),
-        };
-        let mut events = docker.events(Some(options));
-        state.connected();
-        let mut healthy = false;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    state.disconnected();
-                    return;
-                }
-                event = events.next() => match event {
-                    Some(Ok(event)) => {
-                        healthy = true;
-                        if let Some(change) = Change::of_event(&event) {
-                            tracing::debug!(?change, "container state changed");
-                            state.apply(&change);
-                        }
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "Docker events stream failed; logins inspect until it is back");
-                        break;
-                    }
-                    None => {
-                        tracing::warn!("Docker events stream ended; logins inspect until it is back");
-                        break;
-                    }
-                }
-            }
+    let actions = CONTAINER_ACTIONS.iter().chain(IMAGE_ACTIONS);
+    let filters = HashMap::from([
+        ("type".to_owned(), vec!["container".into(), "image".into()]),
+        (
+            "event".to_owned(),
+            actions.map(|a| (*a).to_owned()).collect(),
+        ),
+    ]);
+    follow_events(&docker, filters, &*state, None, &shutdown).await;
+}
+
+impl EventFollower for ContainerState {
+    async fn connected(&self) -> Result<(), String> {
+        ContainerState::connected(self);
+        Ok(())
+    }
+
+    async fn event(&self, event: bollard::models::EventMessage) {
+        if let Some(change) = Change::of_event(&event) {
+            tracing::debug!(?change, "container state changed");
+            self.apply(&change);
         }
-        state.disconnected();
-        if healthy {
-            delay = Duration::from_millis(250);
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+
+    fn disconnected(&self) {
+        ContainerState::disconnected(self);
     }
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The bastion network's firewall for the metadata proxy (design.md,
-# "Credentials flow"; issue 3).
+# The bastion network's firewall for the metadata proxy
+# (docs/ARCHITECTURE.md, "A credential request, step by step").
 #
 #   provisioning/metadata-proxy-iptables.sh apply|remove|check
 #       [--bridge bastion0] [--gateway 172.30.0.1] [--port 8775]

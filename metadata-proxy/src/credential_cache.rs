@@ -90,7 +90,8 @@ pub struct Tuning {
 
 /// After an outage, the retry window grows by this much per waiting key:
 /// on average at most 50 AssumeRole calls a second (STS throttles, and
-/// its limit cannot be raised: reference.md).
+/// its limit cannot be raised: AWS STS quotas, "AssumeRole" requests
+/// per second per account).
 pub const RECOVERY_SPACING: Duration = Duration::from_millis(20);
 
 impl Default for Tuning {

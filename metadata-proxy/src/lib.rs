@@ -1,7 +1,7 @@
 //! bastion-metadata-proxy: answers user containers' calls to the EC2
 //! instance metadata service (169.254.169.254) and the container-credentials
 //! endpoint (169.254.170.2) with STS credentials for that container's role
-//! only (design.md, "Credentials flow"; issue 3).
+//! only (docs/ARCHITECTURE.md, "A credential request").
 //!
 //! A request's path, step by step:
 //! - [`metadata_api`]: the HTTP API containers see: strict parsing, Host

@@ -85,8 +85,8 @@ pub enum FailureKind {
     /// answers again (its GetCallerIdentity succeeds), retry at once.
     Unavailable,
     /// STS asks us to slow down: keep backing off exponentially with
-    /// jitter, even while it answers other calls (reference.md: the limit
-    /// cannot be raised).
+    /// jitter, even while it answers other calls (STS request quotas cannot
+    /// be raised).
     Throttled,
     /// STS answered and refused this one request (AccessDenied, a
     /// validation error): retrying sooner would only fail again.

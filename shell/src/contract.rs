@@ -1,5 +1,5 @@
 //! The contract between bastiond, which creates users' containers, and the
-//! metadata proxy, which reads them (design.md, "Contracts"): the labels on
+//! metadata proxy, which reads them (docs/ARCHITECTURE.md): the labels on
 //! every user container, the addresses and paths the containers are given,
 //! and how both reach the Docker Engine. Written once, here; both crates
 //! use it.

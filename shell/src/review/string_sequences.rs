@@ -9,12 +9,12 @@
 //! [`Revealer`] sits in front of every view of what a session showed
 //! (`sessions play`, `search`, `export`): each string sequence becomes
 //! visible text, `⟦OSC 2;title⟧`, its payload escaped like every other
-//! text the recorded user controls ([`super::terminal_safe`]), streamed as
+//! text the recorded user controls ([`super::escape`]), streamed as
 //! it comes (no size limit, nothing buffered but a split UTF-8 sequence).
 
 use std::fmt::Write as _;
 
-use super::terminal_safe::escape;
+use super::escape::escape;
 
 /// How a revealed string is set off from the session's own text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,8 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ConnectionLimit {
     per_source: usize,
+    /// Open connections from all sources together.
+    total: usize,
     /// Sources served; `None`: every source.
     only_from: Option<Vec<IpNet>>,
     state: Mutex<State>,
@@ -30,6 +32,7 @@ pub struct ConnectionLimit {
 #[derive(Debug)]
 struct State {
     open: OpenCounts<IpAddr>,
+    total: usize,
     refused: LogLimit<IpAddr>,
 }
 
@@ -41,17 +44,19 @@ pub struct Slot {
 }
 
 impl ConnectionLimit {
-    pub fn new(per_source: usize) -> Arc<Self> {
-        Self::only_from(per_source, None)
+    pub fn new(per_source: usize, total: usize) -> Arc<Self> {
+        Self::only_from(per_source, total, None)
     }
 
     /// A limit that serves only sources in `nets` (`None`: all).
-    pub fn only_from(per_source: usize, nets: Option<Vec<IpNet>>) -> Arc<Self> {
+    pub fn only_from(per_source: usize, total: usize, nets: Option<Vec<IpNet>>) -> Arc<Self> {
         Arc::new(Self {
             per_source,
+            total,
             only_from: nets,
             state: Mutex::new(State {
                 open: OpenCounts::default(),
+                total: 0,
                 refused: LogLimit::new(LOG_EVERY),
             }),
         })
@@ -77,7 +82,8 @@ impl ConnectionLimit {
             }
             return None;
         }
-        if state.open.open_within(source, self.per_source) {
+        if state.total < self.total && state.open.open_within(source, self.per_source) {
+            state.total += 1;
             return Some(Slot {
                 limit: self.clone(),
                 source,
@@ -88,7 +94,8 @@ impl ConnectionLimit {
                 %source,
                 refused,
                 limit = self.per_source,
-                "refused connections: too many open from this address"
+                total = self.total,
+                "refused connections: too many open from this address, or in all"
             );
         }
         None
@@ -109,6 +116,7 @@ impl Drop for Slot {
             .lock()
             .expect("connection limit lock poisoned");
         state.open.close(&self.source);
+        state.total = state.total.saturating_sub(1);
     }
 }
 
@@ -118,7 +126,7 @@ mod tests {
 
     #[test]
     fn each_source_gets_its_own_limit() {
-        let limit = ConnectionLimit::new(2);
+        let limit = ConnectionLimit::new(2, 100);
         let a: IpAddr = "172.30.0.5".parse().unwrap();
         let b: IpAddr = "172.30.0.6".parse().unwrap();
         let a1 = limit.admit(a).unwrap();
@@ -131,12 +139,23 @@ mod tests {
     }
 
     #[test]
+    fn all_sources_together_stay_under_the_total() {
+        let limit = ConnectionLimit::new(2, 3);
+        let held: Vec<_> = (1..=3u8)
+            .map(|i| limit.admit(IpAddr::from([127, 0, 0, i])).unwrap())
+            .collect();
+        assert!(limit.admit("127.0.0.9".parse().unwrap()).is_none());
+        drop(held);
+        assert!(limit.admit("127.0.0.9".parse().unwrap()).is_some());
+    }
+
+    #[test]
     fn only_sources_in_the_users_networks_are_served() {
         let nets = vec![
             "172.31.0.0/16".parse().unwrap(),
             "172.30.0.0/24".parse().unwrap(),
         ];
-        let limit = ConnectionLimit::only_from(64, Some(nets));
+        let limit = ConnectionLimit::only_from(64, 1000, Some(nets));
         assert!(limit.admit("172.31.4.2".parse().unwrap()).is_some());
         assert!(limit.admit("172.30.0.9".parse().unwrap()).is_some());
         assert!(limit.admit("::ffff:172.31.4.3".parse().unwrap()).is_some());

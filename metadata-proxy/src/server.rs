@@ -266,14 +266,19 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
     )));
     // Only where a container can be: the users' networks (and the gateway
     // network's subnet, for containers on it).
+    // In all, well below the descriptor limit: the rest stays for STS,
+    // Docker and the admin listener.
     let containers_only = ConnectionLimit::only_from(
         options.proxy.max_connections_per_source,
+        connection_budget(),
         Some(vec![
             IpNet::V4(options.network.users_subnet),
             IpNet::V4(options.network.subnet),
         ]),
     );
-    let per_source = ConnectionLimit::new(options.proxy.max_connections_per_source);
+    // The admin listener serves monitoring on loopback, where every local
+    // account can connect: a few connections in all.
+    let admin_limit = ConnectionLimit::new(ADMIN_PER_SOURCE, ADMIN_TOTAL);
     tasks.push(tokio::spawn(serve(
         listener,
         move |request, peer| {
@@ -289,7 +294,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
             let admin = admin.clone();
             async move { admin.handle(&request) }
         },
-        per_source,
+        admin_limit,
         shutdown_rx,
     )));
     tracing::info!(%addr, %admin_addr, network = %options.network.name, "metadata proxy listening");
@@ -301,6 +306,20 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Connections the admin listener holds from one address, and in all.
+const ADMIN_PER_SOURCE: usize = 4;
+const ADMIN_TOTAL: usize = 32;
+
+/// How many connections the metadata API holds in all: three quarters of
+/// the descriptor limit (the rest for STS, Docker, the admin listener and
+/// the audit log), at least 256.
+fn connection_budget() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024);
+    usize::try_from(soft / 4 * 3).unwrap_or(usize::MAX).max(256)
 }
 
 /// The proxy's own identity, checked in the background when the account is

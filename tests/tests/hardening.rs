@@ -251,6 +251,7 @@ grep -h loop /proc/diskstats /proc/partitions 2>/dev/null | sed 's/^/FOUND disk 
 # Host-wide tables and counters: terminals, locks, device events.
 cat /proc/sys/kernel/pty/nr 2>/dev/null | sed 's/^/FOUND ptys /'
 cat /proc/locks 2>/dev/null | sed 's/^/FOUND lock /'
+cat /proc/key-users 2>/dev/null | sed 's/^/FOUND keys /'
 cat /sys/kernel/uevent_seqnum 2>/dev/null | sed 's/^/FOUND uevents /'
 ls /sys/fs/ext4 2>/dev/null | grep . | sed 's/^/FOUND ext4 /'
 echo done

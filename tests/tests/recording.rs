@@ -463,6 +463,57 @@ fn what_a_session_hides_in_string_sequences_is_shown_to_reviewers() {
     }
 }
 
+/// issue 9, classes 1 and 6 (attacker re-test, round 2): text hidden by how
+/// it is drawn — built with cursor moves, erased after it was printed,
+/// split by zero-width characters, concealed, drawn only on the alternate
+/// screen — is found by `search` and shown by `play`.
+#[test]
+fn text_hidden_by_drawing_is_found_and_shown() {
+    let u = e2e_user("bt-rec-draw");
+    let id = std::process::id();
+    let m = |n: u8| format!("drw{id}x{n}");
+    let (built, erased, zero, concealed, alt) = (m(1), m(2), m(3), m(4), m(5));
+    // `built` is drawn by inserting its first half before its second.
+    let (head, tail) = built.split_at(4);
+    let zero_split = format!("{}\u{200b}{}", &zero[..3], &zero[3..]);
+    let script = format!(
+        "printf '%s\\033[{n}D\\033[{h}@%s\\n' '{tail}' '{head}'; \
+         printf '%s\\r\\033[2K\\n' '{erased}'; \
+         printf '%s\\n' \"$(printf '{zero_split}')\"; \
+         printf '\\033[8m%s\\033[0m\\n' '{concealed}'; \
+         printf '\\033[?1049h%s\\033[?1049l\\n' '{alt}'",
+        n = tail.len(),
+        h = head.len()
+    );
+    let out = ssh(&u, &["-tt"], &[&script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (start, _) = session_events(&u.name, |e| {
+        e["command"].as_str().is_some_and(|c| c.contains(&erased))
+    });
+    let session = start["session_id"].as_str().unwrap();
+    for needle in [&built, &erased, &zero, &concealed, &alt] {
+        let found = bastionctl(&["sessions", "search", needle, "--user", &u.name]);
+        assert!(
+            found.status.success() && String::from_utf8_lossy(&found.stdout).contains(session),
+            "search {needle}: {found:?}"
+        );
+    }
+    let played = bastionctl(&["sessions", "play", session, "--speed", "1000"]);
+    let played = String::from_utf8_lossy(&played.stdout);
+    assert!(
+        played.contains(&concealed) && !played.contains("\x1b[8m"),
+        "{played:?}"
+    );
+    assert!(
+        played.contains(&alt) && !played.contains("\x1b[?1049h"),
+        "{played:?}"
+    );
+    assert!(played.contains("\\u{200b}"), "zero-width shown: {played:?}");
+}
+
 /// issue 9, class 1 (found by the attacker review): another session of
 /// the same user cannot take over a live, unrecorded transfer (ptrace,
 /// /proc/PID/fd, signals) to use its channel as a shell: transfers run in

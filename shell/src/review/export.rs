@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::escape::hidden_char;
 use super::index::{SessionIndex, SessionInfo};
 use super::list::details;
 use super::string_sequences::{Revealer, Style};
@@ -102,7 +103,7 @@ fn revealed_cast(cast_text: &str) -> String {
             Some((time, code, data)) if code == "o" => {
                 let mut revealed = Vec::with_capacity(data.len());
                 revealer.feed(data.as_bytes(), &mut revealed);
-                let data = String::from_utf8_lossy(&revealed);
+                let data = show_hidden(&String::from_utf8_lossy(&revealed));
                 let line = serde_json::to_string(&(time, "o", data)).unwrap_or_default();
                 out.push_str(&line);
                 last_time = time;
@@ -117,6 +118,20 @@ fn revealed_cast(cast_text: &str) -> String {
         let data = String::from_utf8_lossy(&rest);
         out.push_str(&serde_json::to_string(&(last_time, "o", data)).unwrap_or_default());
         out.push('\n');
+    }
+    out
+}
+
+/// `text` with the characters a player would draw as nothing (zero-width,
+/// bidirectional controls) shown as escapes in reverse video.
+fn show_hidden(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden_char(c) {
+            out.push_str(&format!("\x1b[7m\\u{{{:x}}}\x1b[27m", c as u32));
+        } else {
+            out.push(c);
+        }
     }
     out
 }

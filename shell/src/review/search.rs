@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::Serialize;
 
+use super::escape::as_drawn;
 use super::string_sequences::{Revealer, Style};
 use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError, format_offset};
@@ -55,10 +56,11 @@ pub fn search(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut emit = |offset_secs: f64, line: &str| -> std::io::Result<()> {
-            if !regex.is_match(line) {
+        let mut emit = |offset_secs: f64, line: &Line| -> std::io::Result<()> {
+            let Some(line) = line.matched(&regex) else {
                 return Ok(());
-            }
+            };
+            let line = line.as_str();
             count += 1;
             if opts.json {
                 let m = SearchMatch {
@@ -143,24 +145,63 @@ fn recordings(dir: &Path, only_user: Option<&str>) -> Result<Vec<(String, PathBu
     Ok(out)
 }
 
-/// The line being drawn, as a terminal shows it.
+/// The line being drawn, as a terminal shows it, and everything printed on
+/// it (text later overwritten or erased included).
 #[derive(Default)]
 struct LineScreen {
     line: Vec<char>,
     col: usize,
+    /// The column `CSI s` / `ESC 7` saved.
+    saved: usize,
+    /// Every character printed since the line began, in order.
+    printed: String,
     started: f64,
     now: f64,
-    done: Vec<(f64, String)>,
+    done: Vec<(f64, Line)>,
+}
+
+/// A finished line: as shown, as it reads (hidden characters dropped,
+/// overrides reversed), and everything printed on it (text since erased or
+/// overwritten included).
+#[derive(Debug, Clone, PartialEq)]
+struct Line {
+    shown: String,
+    reads: String,
+    printed: String,
+}
+
+impl Line {
+    /// The line as a match shows it: as shown when that matches, else with
+    /// what matched (`⟪reads: …⟫`, `⟪printed: …⟫`); `None` when nothing
+    /// does.
+    fn matched(&self, regex: &Regex) -> Option<String> {
+        if regex.is_match(&self.shown) {
+            Some(self.shown.clone())
+        } else if regex.is_match(&self.reads) {
+            Some(format!("{} ⟪reads: {}⟫", self.shown, self.reads))
+        } else if regex.is_match(&self.printed) {
+            Some(format!("{} ⟪printed: {}⟫", self.shown, self.printed))
+        } else {
+            None
+        }
+    }
 }
 
 const MAX_LINE: usize = 4096;
 
 impl LineScreen {
-    fn take_line(&mut self) -> Option<(f64, String)> {
-        let text: String = self.line.drain(..).collect();
+    fn take_line(&mut self) -> Option<(f64, Line)> {
+        let shown: String = self.line.drain(..).collect();
+        let printed = std::mem::take(&mut self.printed);
         self.col = 0;
-        let text = text.trim_end().to_owned();
-        (!text.is_empty()).then_some((self.started, text))
+        self.saved = 0;
+        let shown = shown.trim_end().to_owned();
+        let line = Line {
+            reads: as_drawn(&shown),
+            printed: as_drawn(printed.trim()),
+            shown,
+        };
+        (!line.printed.is_empty() || !line.shown.is_empty()).then_some((self.started, line))
     }
 
     fn end_line(&mut self) {
@@ -172,8 +213,11 @@ impl LineScreen {
 
 impl vte::Perform for LineScreen {
     fn print(&mut self, c: char) {
-        if self.line.is_empty() {
+        if self.line.is_empty() && self.printed.is_empty() {
             self.started = self.now;
+        }
+        if self.printed.len() < MAX_LINE * 4 {
+            self.printed.push(c);
         }
         if self.col < self.line.len() {
             self.line[self.col] = c;
@@ -216,6 +260,28 @@ impl vte::Perform for LineScreen {
             'C' => self.col = (self.col + first.max(1) as usize).min(self.line.len()),
             // Cursor to column.
             'G' => self.col = (first.max(1) as usize - 1).min(self.line.len()),
+            // Insert / delete characters at the cursor.
+            '@' => {
+                let n = (first.max(1) as usize).min(MAX_LINE);
+                let at = self.col.min(self.line.len());
+                self.line.splice(at..at, std::iter::repeat_n(' ', n));
+            }
+            'P' => {
+                let at = self.col.min(self.line.len());
+                let end = (at + first.max(1) as usize).min(self.line.len());
+                self.line.drain(at..end);
+            }
+            // Save / restore the cursor.
+            's' => self.saved = self.col,
+            'u' => self.col = self.saved.min(self.line.len()),
+            _ => {}
+        }
+    }
+
+    fn esc_dispatch(&mut self, intermediates: &[u8], _: bool, byte: u8) {
+        match (intermediates, byte) {
+            ([], b'7') => self.saved = self.col,
+            ([], b'8') => self.col = self.saved.min(self.line.len()),
             _ => {}
         }
     }
@@ -235,8 +301,9 @@ mod tests {
             revealer.feed(d.as_bytes(), &mut revealed);
             parser.advance(&mut screen, &revealed);
         }
-        let mut out: Vec<String> = screen.done.drain(..).map(|(_, l)| l).collect();
-        out.extend(screen.take_line().map(|(_, l)| l));
+        let mut out: Vec<String> = screen.done.drain(..).map(|(_, l)| l.shown).collect();
+        out.extend(screen.take_line().map(|(_, l)| l.shown));
+        out.retain(|l| !l.is_empty());
         out
     }
 
@@ -251,6 +318,44 @@ mod tests {
             ]),
             ["ERROR: disk full", "⟦OSC 0;title⟧next"]
         );
+    }
+
+    fn found(data: &str, pattern: &str) -> Option<String> {
+        let mut screen = LineScreen::default();
+        let mut parser = vte::Parser::new();
+        parser.advance(&mut screen, data.as_bytes());
+        let regex = Regex::new(pattern).unwrap();
+        let mut lines: Vec<Line> = screen.done.drain(..).map(|(_, l)| l).collect();
+        lines.extend(screen.take_line().map(|(_, l)| l));
+        lines.iter().find_map(|l| l.matched(&regex))
+    }
+
+    #[test]
+    fn text_built_with_the_cursor_erased_or_hidden_is_found() {
+        assert_eq!(found("33K\x1b[3D\x1b[3@QZV\n", "QZV33K").unwrap(), "QZV33K");
+        assert_eq!(
+            found("\x1b[s   34K\x1b[uQZV\n", "QZV34K").unwrap(),
+            "QZV34K"
+        );
+        assert_eq!(found("\x1b7   35K\x1b8QZV\n", "QZV35K").unwrap(), "QZV35K");
+        assert_eq!(
+            found("QZV24K\r\x1b[2K\n", "QZV24K").unwrap(),
+            " ⟪printed: QZV24K⟫"
+        );
+        assert_eq!(
+            found("QZV25K\rXXXXXXXXX\n", "QZV25K").unwrap(),
+            "XXXXXXXXX ⟪printed: QZV25KXXXXXXXXX⟫"
+        );
+        assert_eq!(
+            found("Q\u{200b}ZV28K\n", "QZV28K").unwrap(),
+            "Q\u{200b}ZV28K ⟪reads: QZV28K⟫"
+        );
+        assert!(found("\u{202e}K92VZQ\u{202c}\n", "QZV29K").is_some());
+        assert_eq!(
+            found("progress 10%\rprogress 100%\n", "100%").unwrap(),
+            "progress 100%"
+        );
+        assert!(found("plain\n", "QZV").is_none());
     }
 
     #[test]

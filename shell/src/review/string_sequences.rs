@@ -143,7 +143,9 @@ impl Revealer {
             },
             State::Esc => match Kind::of_esc(byte) {
                 Some(kind) => self.open(kind, out),
-                None if byte == 0x1b => out.push(0x1b),
+                // ESC ESC: the second starts the sequence over, as in a
+                // terminal.
+                None if byte == 0x1b => {}
                 None => {
                     out.extend_from_slice(&[0x1b, byte]);
                     self.state = State::Ground;
@@ -345,6 +347,11 @@ mod tests {
         );
         assert_eq!(shown(&[b"\x1bPab\x18c"]), "⟦DCS ab (cancelled)⟧c");
         assert!(!shown(&[b"\x1b]0;\xe2\x80\xaeevil\x07"]).contains('\u{202e}'));
+    }
+
+    #[test]
+    fn a_doubled_escape_starts_over() {
+        assert_eq!(shown(&[b"\x1b\x1b]0;t\x07"]), "⟦OSC 0;t⟧");
     }
 
     #[test]

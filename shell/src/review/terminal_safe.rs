@@ -27,7 +27,7 @@ use std::io::{self, Write};
 use super::string_sequences::{Revealer, Style};
 
 pub use super::escape::escape;
-use super::escape::push_escaped;
+use super::escape::{hidden_char, push_escaped};
 
 /// A writer that escapes what it is given (see the module docs).
 pub struct SafeText<W: Write> {
@@ -104,8 +104,7 @@ impl<W: Write> Drop for SafeText<W> {
 /// Puts back what a replay may have changed: attributes, cursor, the
 /// alternate screen, insert mode, the scroll region, keypad and cursor-key
 /// modes, character sets, bracketed paste.
-pub const RESET: &[u8] =
-    b"\x1b[0m\x1b[?25h\x1b[?1049l\x1b[?47l\x1b[4l\x1b[r\x1b[?1l\x1b>\x1b(B\x1b)B\x0f\x1b[?2004l";
+pub const RESET: &[u8] = b"\x1b[0m\x1b[?25h\x1b[?12l\x1b[?1049l\x1b[?47l\x1b[4l\x1b[r\x1b[?1l\x1b>\x1b(B\x1b)B\x0f\x1b[?2004l\x1b[0 q";
 
 /// Filters a recording's output for a live terminal (see the module docs):
 /// string sequences are first made visible text
@@ -151,19 +150,34 @@ struct Sink<'a> {
     out: &'a mut Vec<u8>,
 }
 
-/// Private modes (`CSI ? N h`) that make the terminal send input: mouse
-/// reporting of every kind, focus events; and X10 mouse (9).
-const REPORTING_MODES: &[u16] = &[9, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1015, 1016];
+/// The only private modes (`CSI ? N h/l`) a replay may set, all put back
+/// by [`RESET`]: cursor keys (1), cursor visible (25), cursor blink (12),
+/// bracketed paste (2004). Not: the alternate screen (what was drawn there
+/// disappears from the reviewer's view when the session leaves it), mouse
+/// and focus reporting (the terminal would send input), 132 columns,
+/// reverse video, origin mode, left/right margins, no-autowrap.
+const REPLAY_PRIVATE_MODES: &[u16] = &[1, 12, 25, 2004];
+
+/// The only ANSI modes (`CSI N h/l`) a replay may set: insert (4), put
+/// back by [`RESET`]. Not: keyboard lock (2), local echo (12), newline
+/// mode (20).
+const REPLAY_ANSI_MODES: &[u16] = &[4];
 
 /// CSI finals without intermediates that only draw: cursor movement,
 /// erasing, inserting/deleting, scrolling, tabs, colours, modes, margins,
 /// cursor save/restore. Not among them: `c` (device attributes), `n`
 /// (status reports), `t` (window operations and reports), `x`, `q`, `p`,
 /// `i` (printing), `y`.
-const DRAWING_FINALS: &str = "@ABCDEFGHIJKLMPSTXZ`abdefghlmrsu";
+const DRAWING_FINALS: &str = "@ABCDEFGHIJKLMPSTXZ`abdefgmrsu";
 
 impl vte::Perform for Sink<'_> {
     fn print(&mut self, c: char) {
+        // Characters drawn as nothing, or reordering what follows: shown.
+        if hidden_char(c) {
+            let shown = format!("\x1b[7m\\u{{{:x}}}\x1b[27m", c as u32);
+            self.out.extend_from_slice(shown.as_bytes());
+            return;
+        }
         // C1 controls as characters: some terminals act on them.
         if !('\u{80}'..='\u{9f}').contains(&c) {
             let mut buf = [0u8; 4];
@@ -200,11 +214,17 @@ impl vte::Perform for Sink<'_> {
             .filter(|b| !(0x3c..=0x3f).contains(b))
             .collect();
         let allowed = match (private.as_slice(), others.as_slice()) {
+            // Erasing the scrollback (`CSI 3 J`) would wipe the reviewer's
+            // own history.
+            ([], []) if action == 'J' => params.iter().all(|p| p.iter().all(|&v| v <= 2)),
+            ([], []) if matches!(action, 'h' | 'l') => params
+                .iter()
+                .all(|p| p.iter().all(|v| REPLAY_ANSI_MODES.contains(v))),
             ([], []) => DRAWING_FINALS.contains(action),
             ([b'?'], []) => match action {
                 'h' | 'l' => params
                     .iter()
-                    .all(|p| p.iter().all(|v| !REPORTING_MODES.contains(v))),
+                    .all(|p| p.iter().all(|v| REPLAY_PRIVATE_MODES.contains(v))),
                 'J' | 'K' | 's' | 'r' => true,
                 _ => false,
             },
@@ -213,6 +233,29 @@ impl vte::Perform for Sink<'_> {
             _ => false,
         };
         if !allowed {
+            return;
+        }
+        // Concealed text (SGR 8) would hide from the reviewer what the
+        // client received: shown as ordinary text instead.
+        let concealed = |param: &[u16]| param == [8];
+        if action == 'm' && private.is_empty() && params.iter().any(concealed) {
+            let kept: Vec<Vec<u16>> = params
+                .iter()
+                .filter(|p| !concealed(p))
+                .map(<[u16]>::to_vec)
+                .collect();
+            if kept.is_empty() {
+                return;
+            }
+            self.out.extend_from_slice(b"\x1b[");
+            for (i, param) in kept.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(b';');
+                }
+                let values: Vec<String> = param.iter().map(u16::to_string).collect();
+                self.out.extend_from_slice(values.join(":").as_bytes());
+            }
+            self.out.push(b'm');
             return;
         }
         self.out.extend_from_slice(b"\x1b[");
@@ -240,11 +283,12 @@ impl vte::Perform for Sink<'_> {
         }
         let allowed = match intermediates {
             // Save/restore cursor, index, next line, reverse index, tab
-            // set, keypad modes, full reset.
-            [] => b"78DEHM=>c".contains(&byte),
-            // Character set designation; screen alignment test.
+            // set, keypad modes. Not a full reset (`ESC c`: it clears the
+            // reviewer's screen and settings).
+            [] => b"78DEHM=>".contains(&byte),
+            // Character set designation. Not the screen alignment test
+            // (`ESC # 8`: it fills the screen, hiding what was drawn).
             [b'(' | b')' | b'*' | b'+'] => byte.is_ascii_alphanumeric(),
-            [b'#'] => byte == b'8',
             _ => false,
         };
         if allowed {
@@ -314,7 +358,7 @@ mod tests {
         for kept in [
             &b"\x1b[1;31mred\x1b[0m"[..],
             b"\x1b[2J\x1b[1;1H\x1b[10;20H",
-            b"\x1b[?1049h\x1b[?25l\x1b[?1049l",
+            b"\x1b[?25l\x1b[?25h\x1b[4h\x1b[4l\x1b[2J\x1b[1J",
             b"\x1b[38:5:196mx",
             b"\x1b7\x1b8\x1b(B",
             b"line\r\n\x08\t",
@@ -351,6 +395,23 @@ mod tests {
             (b"\x1b[?1049;1003h", "mouse hidden in a list"),
             (b"\x1b[?2026$p", "mode report"),
             (b"\x05", "answerback"),
+            (
+                b"\x1b[?1049h",
+                "alternate screen (what is drawn there vanishes)",
+            ),
+            (b"\x1b[?47h\x1b[?1047h", "older alternate screens"),
+            (b"\x1b[8m", "concealed text"),
+            (b"\x1b[3J", "scrollback erase"),
+            (b"\x1bc", "full reset"),
+            (b"\x1b#8", "screen alignment fill"),
+            (b"\x1b[2h", "keyboard lock"),
+            (b"\x1b[12l", "local echo"),
+            (b"\x1b[20h", "newline mode"),
+            (b"\x1b[?69h", "left/right margins"),
+            (b"\x1b[?3h", "132 columns"),
+            (b"\x1b[?5h", "reverse video"),
+            (b"\x1b[?6h", "origin mode"),
+            (b"\x1b[?7l", "no autowrap"),
             (b"\x1bZ", "DECID"),
             ("\u{9b}6n".as_bytes(), "C1 CSI"),
         ] {
@@ -369,6 +430,20 @@ mod tests {
                 String::from_utf8_lossy(&out)
             );
         }
+    }
+
+    #[test]
+    fn hidden_characters_are_shown_in_a_replay() {
+        assert_eq!(
+            String::from_utf8(replay("Q\u{200b}Z\u{202e}V".as_bytes())).unwrap(),
+            "Q\x1b[7m\\u{200b}\x1b[27mZ\x1b[7m\\u{202e}\x1b[27mV"
+        );
+    }
+
+    #[test]
+    fn concealed_text_is_shown_and_the_rest_of_its_style_kept() {
+        assert_eq!(replay(b"\x1b[1;8;31mSECRET"), b"\x1b[1;31mSECRET");
+        assert_eq!(replay(b"\x1b[8mSECRET\x1b[0m"), b"SECRET\x1b[0m");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub const MASKED_PATHS: &[&str] = &[
     // user's first login).
     "/proc/sys/kernel/pty",
     "/proc/locks",
+    "/proc/key-users",
     "/sys/kernel/uevent_seqnum",
 ];
 

@@ -43,15 +43,31 @@ impl ContainerManager {
             tokio::task::spawn_blocking(move || files.write_accounts(&image, &who_owned))
                 .await
                 .expect("account files writer panicked")?;
-            let options = CreateContainerOptionsBuilder::new().name(name).build();
-            let created = self
-                .docker
-                .create_container(Some(options), body)
-                .await
-                .map_err(|e| docker_err("create", e))?;
-            tracing::info!(user = %who.name, container = %name, id = %created.id, "created the file-transfer container");
-            return Ok(created.id);
+        } else {
+            self.prepare_credentials(config, who, &mut body, files, image, who_owned)
+                .await?;
         }
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| docker_err("create", e))?;
+        tracing::info!(user = %who.name, container = %name, id = %created.id, ?kind, "created container");
+        Ok(created.id)
+    }
+
+    /// What a shell container needs besides its account files: its
+    /// credentials token (label, environment, file) and the user's network.
+    async fn prepare_credentials(
+        &self,
+        config: &BastiondConfig,
+        who: &Identity,
+        body: &mut bollard::models::ContainerCreateBody,
+        files: AccountFiles,
+        image: std::sync::Arc<super::accounts::ImageAccounts>,
+        who_owned: Identity,
+    ) -> Result<(), ContainerError> {
         let token = random_token();
         body.labels.get_or_insert_with(Default::default).insert(
             labels::CREDENTIALS_TOKEN_SHA256.into(),
@@ -70,14 +86,7 @@ impl ContainerManager {
             .await
             .expect("account files writer panicked")?;
         user_network::ensure(&self.docker, &self.network_alloc, &config.network, who).await?;
-        let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| docker_err("create", e))?;
-        tracing::info!(user = %who.name, container = %name, id = %created.id, "created container");
-        Ok(created.id)
+        Ok(())
     }
 
     /// Makes the user's home ready (mounted, when it has a size limit).

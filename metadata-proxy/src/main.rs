@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// Hands each bastion user container STS credentials for its own IAM role,
 /// through the EC2 instance metadata and container-credentials endpoints.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "bastion-metadata-proxy", version)]
 struct Args {
     /// The bastion configuration file (root-owned, not group/world-writable).
     #[arg(long, default_value = bastion::config::DEFAULT_PATH)]
@@ -20,11 +20,29 @@ struct Args {
     /// How log lines look on stderr (no colours unless it is a terminal).
     #[arg(long, value_enum, default_value = "text")]
     log_format: bastion::logging::Format,
+    /// Write this program's manual page into DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    man: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.man {
+        return match bastion::cli::write_man_pages(
+            dir,
+            vec![<Args as clap::CommandFactory>::command()],
+        ) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "bastion-metadata-proxy: cannot write the manual page into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     bastion::logging::init(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,

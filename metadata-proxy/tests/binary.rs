@@ -283,3 +283,16 @@ fn a_bad_config_is_refused_before_binding_naming_the_key_and_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod go-w"));
 }
+
+#[test]
+fn the_manual_page_is_written_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bastion-metadata-proxy"))
+        .arg("--man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = fs::read_to_string(dir.path().join("bastion-metadata-proxy.1")).unwrap();
+    assert!(page.contains("\\-\\-config"), "{page}");
+}

@@ -63,3 +63,35 @@ fn a_world_writable_file_is_refused() {
     assert!(!ok);
     assert!(text.contains("writable by group or others"), "{text}");
 }
+
+#[test]
+fn manual_pages_and_completions_cover_every_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bastionctl"))
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for page in [
+        "bastionctl.1",
+        "bastionctl-sessions-search.1",
+        "bastiond.1",
+        "bastion-shell.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.starts_with(".ie"), "{page} is roff: {}", &text[..40]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bastionctl"))
+        .args(["completions", "zsh"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in [
+        "#compdef bastionctl",
+        "#compdef bastiond",
+        "#compdef bastion-shell",
+    ] {
+        assert!(text.contains(name), "{name}");
+    }
+}

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 /// Administer and review the bastion.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "bastionctl", version)]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = bastion::config::DEFAULT_PATH)]
@@ -35,6 +35,17 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Write the manual pages of bastionctl, bastiond and bastion-shell.
+    Man {
+        /// Directory to write them to (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print shell completions for bastionctl, bastiond and bastion-shell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,7 +139,27 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// bastionctl's own command and the others `bastionctl` documents.
+fn documented() -> Vec<clap::Command> {
+    let mut commands = vec![<Cli as clap::CommandFactory>::command()];
+    commands.extend(bastion::cli::documented_commands());
+    commands
+}
+
 fn run(cli: Cli) -> anyhow::Result<bool> {
+    match &cli.command {
+        Command::Man { out } => {
+            for page in bastion::cli::write_man_pages(out, documented())? {
+                println!("wrote {}", page.display());
+            }
+            return Ok(true);
+        }
+        Command::Completions { shell } => {
+            bastion::cli::write_completions(*shell, documented(), &mut std::io::stdout());
+            return Ok(true);
+        }
+        _ => {}
+    }
     if let Command::Check = cli.command {
         return match bastion::ctl::check(&cli.config) {
             Ok(summary) => {
@@ -152,7 +183,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     };
     let ok = match cli.command {
-        Command::Check => unreachable!("handled above"),
+        Command::Check | Command::Man { .. } | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
         Command::Sessions(SessionsCmd::List {
             user,
             since,

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use comfy_table::{ContentArrangement, Table};
 use time::OffsetDateTime;
 
 use super::index::{SessionIndex, SessionInfo};
@@ -60,6 +61,9 @@ pub fn list(
     Ok(())
 }
 
+/// The sessions as a table: columns two spaces apart, widths as the
+/// terminal draws the cells (escaped first: escapes are wider than the
+/// characters they stand for).
 fn write_table(sessions: &[&SessionInfo], out: &mut dyn Write) -> std::io::Result<()> {
     let header = [
         "SESSION",
@@ -73,30 +77,21 @@ fn write_table(sessions: &[&SessionInfo], out: &mut dyn Write) -> std::io::Resul
         "FROM",
         "COMMAND",
     ];
-    let rows: Vec<[String; 10]> = sessions.iter().map(|s| row(s)).collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
+    let mut table = Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header);
+    for s in sessions {
+        table.add_row(row(s).map(|cell| terminal_safe::escape(&cell).into_owned()));
     }
-    let line = |cells: &[&str]| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        text.trim_end().to_owned()
-    };
-    writeln!(out, "{}", line(&header))?;
-    for r in &rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        writeln!(out, "{}", line(&cells))?;
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    if rows.is_empty() {
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    if sessions.is_empty() {
         writeln!(out, "(no sessions match)")?;
     }
     Ok(())

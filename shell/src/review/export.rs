@@ -20,6 +20,8 @@ use crate::recording::cast::CastReader;
 pub const PLAYER_VERSION: &str = "3.18.0";
 const PLAYER_JS: &str = include_str!("../../assets/asciinema-player/asciinema-player.min.js");
 const PLAYER_CSS: &str = include_str!("../../assets/asciinema-player/asciinema-player.css");
+/// The page (`assets/export.html`, a minijinja template).
+const PAGE: &str = include_str!("../../assets/export.html");
 
 /// Where `--html -` sends the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,15 +141,11 @@ fn show_hidden(text: &str) -> String {
 /// The page for `session` whose recording is `cast_text`, `duration`
 /// seconds long (the player first shows its last frame).
 pub fn render_html(session: &SessionInfo, cast_text: &str, duration: f64) -> String {
-    let mut meta = String::new();
-    for (key, value) in details(session) {
-        meta.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>\n",
-            html_escape(key),
-            html_escape(&value)
-        ));
-    }
-    let mut creds = String::new();
+    let meta: Vec<(String, String)> = details(session)
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    let mut creds = Vec::new();
     for rec in &session.credentials {
         let what = match &rec.event {
             AuditEvent::CredentialsIssued(c) => format!(
@@ -169,14 +167,7 @@ pub fn render_html(session: &SessionInfo, cast_text: &str, duration: f64) -> Str
             ),
             _ => continue,
         };
-        creds.push_str(&format!(
-            "<li><time>{}</time> {}</li>\n",
-            html_escape(&format_ts(rec.ts)),
-            html_escape(&what)
-        ));
-    }
-    if creds.is_empty() {
-        creds.push_str("<li>none during the session</li>\n");
+        creds.push((format_ts(rec.ts), what));
     }
     let title = format!(
         "bastion session {} — {} in {}",
@@ -191,56 +182,29 @@ pub fn render_html(session: &SessionInfo, cast_text: &str, duration: f64) -> Str
         "fit": "width",
         "preload": true,
     });
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="generator" content="bastionctl sessions export">
-<title>{title}</title>
-<style>
-{css}
-</style>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #f6f6f6; color: #222; }}
-main {{ display: flex; gap: 1.5em; align-items: flex-start; flex-wrap: wrap; }}
-#player {{ flex: 3 1 640px; min-width: 480px; }}
-aside {{ flex: 1 1 320px; background: #fff; padding: 1em; border: 1px solid #ddd; }}
-aside th {{ text-align: left; padding-right: 1em; vertical-align: top; white-space: nowrap; }}
-aside td {{ word-break: break-all; }}
-footer {{ margin-top: 2em; font-size: small; color: #666; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-<main>
-<div id="player"></div>
-<aside>
-<h2>Session</h2>
-<table>
-{meta}</table>
-<h2>Credentials</h2>
-<ul>
-{creds}</ul>
-</aside>
-</main>
-<footer>Exported by bastionctl. Player: asciinema-player {PLAYER_VERSION} (Apache-2.0), embedded so this page works offline.</footer>
-<script>
-{js}
-</script>
-<script>
-var castData = {cast};
-AsciinemaPlayer.create({{ data: castData }}, document.getElementById("player"), {options});
-</script>
-</body>
-</html>
-"#,
-        title = html_escape(&title),
-        css = PLAYER_CSS,
-        js = PLAYER_JS,
-        cast = script_string(cast_text),
-        options = options,
-    )
+    let safe = minijinja::Value::from_safe_string;
+    page(minijinja::context! {
+        title,
+        meta,
+        creds,
+        player_version => PLAYER_VERSION,
+        css => safe(PLAYER_CSS.to_owned()),
+        js => safe(PLAYER_JS.to_owned()),
+        cast => safe(script_string(cast_text)),
+        options => safe(options.to_string()),
+    })
+}
+
+/// The page from its values. An .html template: every value is
+/// HTML-escaped unless marked safe, and only the player, its style and the
+/// script-escaped JSON are.
+fn page(values: minijinja::Value) -> String {
+    let mut env = minijinja::Environment::new();
+    env.add_template("export.html", PAGE)
+        .expect("the export template parses");
+    env.get_template("export.html")
+        .and_then(|page| page.render(values))
+        .expect("the export template renders plain values")
 }
 
 /// `text` as a JavaScript string literal safe inside a `<script>` element.
@@ -251,21 +215,6 @@ fn script_string(text: &str) -> String {
         .replace("<!--", "<\\!--")
         .replace('\u{2028}', "\\u2028")
         .replace('\u{2029}', "\\u2029")
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -294,7 +243,8 @@ mod tests {
         assert!(!page.contains("src=\"http"), "nothing is fetched");
         assert!(page.contains("hello from alice"));
         assert!(page.contains("192.0.2.7 port 50122"));
-        assert!(page.contains("sts:AssumeRole arn:aws:iam::123456789012:role/ops"));
+        // HTML-escaped as a browser reads it (`/` is `&#x2f;`).
+        assert!(page.contains("sts:AssumeRole arn:aws:iam::123456789012:role&#x2f;ops"));
         assert_eq!(
             fs::metadata(&html).unwrap().permissions().mode() & 0o777,
             0o600
@@ -352,9 +302,24 @@ mod tests {
         let s = script_string("</script><script>alert(1)</script><!-- \u{2028}");
         assert!(!s.contains("</"), "{s}");
         assert!(!s.contains("<!--"), "{s}");
+    }
+
+    #[test]
+    fn every_value_the_user_controls_is_html_escaped() {
+        let evil = "<img src=x onerror=alert(1)>\"'&";
+        let html = page(minijinja::context! {
+            title => evil,
+            meta => vec![("command", evil)],
+            creds => vec![("2026-11-23 08:00:00", evil)],
+            player_version => PLAYER_VERSION,
+        });
+        assert!(!html.contains("<img"), "{html}");
         assert_eq!(
-            html_escape("<b>\"x\"&'"),
-            "&lt;b&gt;&quot;x&quot;&amp;&#39;"
+            html.matches("&lt;img src=x onerror=alert(1)&gt;").count(),
+            4,
+            "{html}"
         );
+        let none = page(minijinja::context! { meta => Vec::<(String, String)>::new() });
+        assert!(none.contains("<li>none during the session</li>"));
     }
 }

@@ -21,9 +21,6 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 /// Open connections per source address.
 #[derive(Debug)]
 pub struct ConnectionLimit {
-    per_source: usize,
-    /// Open connections from all sources together.
-    total: usize,
     /// Sources served; `None`: every source.
     only_from: Option<Vec<IpNet>>,
     state: Mutex<State>,
@@ -32,7 +29,6 @@ pub struct ConnectionLimit {
 #[derive(Debug)]
 struct State {
     open: OpenCounts<IpAddr>,
-    total: usize,
     refused: LogLimit<IpAddr>,
 }
 
@@ -51,12 +47,9 @@ impl ConnectionLimit {
     /// A limit that serves only sources in `nets` (`None`: all).
     pub fn only_from(per_source: usize, total: usize, nets: Option<Vec<IpNet>>) -> Arc<Self> {
         Arc::new(Self {
-            per_source,
-            total,
             only_from: nets,
             state: Mutex::new(State {
-                open: OpenCounts::default(),
-                total: 0,
+                open: OpenCounts::new(per_source, total),
                 refused: LogLimit::new(LOG_EVERY),
             }),
         })
@@ -82,8 +75,7 @@ impl ConnectionLimit {
             }
             return None;
         }
-        if state.total < self.total && state.open.open_within(source, self.per_source) {
-            state.total += 1;
+        if state.open.open(source).is_ok() {
             return Some(Slot {
                 limit: self.clone(),
                 source,
@@ -93,8 +85,8 @@ impl ConnectionLimit {
             tracing::warn!(
                 %source,
                 refused,
-                limit = self.per_source,
-                total = self.total,
+                limit = state.open.per_key(),
+                total = state.open.total(),
                 "refused connections: too many open from this address, or in all"
             );
         }
@@ -116,7 +108,6 @@ impl Drop for Slot {
             .lock()
             .expect("connection limit lock poisoned");
         state.open.close(&self.source);
-        state.total = state.total.saturating_sub(1);
     }
 }
 

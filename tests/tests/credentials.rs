@@ -278,14 +278,8 @@ curl -s -w '\n%{{http_code}}\n' -H 'Authorization: {endpoint_token}' "$AWS_CONTA
 #[test]
 fn the_proxys_admin_listener_is_unreachable_from_a_session() {
     let u = e2e_user("bt-cred-admin");
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        "bastion0",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]);
-    let gateway = gateway.trim();
+    let gateway = bridge_gateway();
+    let gateway = gateway.as_str();
     // The admin listener answers on the host...
     let host = run_ok(Command::new("curl").args(["-sf", "http://127.0.0.1:8776/metrics"]));
     assert!(String::from_utf8_lossy(&host.stdout).contains("# TYPE"));
@@ -416,13 +410,7 @@ time.sleep(20)
 #[test]
 fn a_local_account_cannot_hold_the_proxys_connections() {
     let other = e2e_user("bt-cred-local");
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        "bastion0",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]);
+    let gateway = bridge_gateway();
     let script = format!(
         r#"
 import socket, time
@@ -435,7 +423,7 @@ for i in range(300):
     held.append(s)
 {COUNT_CLOSED}
 "#,
-        gateway = gateway.trim()
+        gateway = gateway
     );
     let out = run_ok(Command::new("setpriv").args([
         "--reuid=65534",
@@ -449,4 +437,17 @@ for i in range(300):
     assert_eq!(text.trim(), "closed 300", "{text}");
     let arn = caller_arn(&other, "imds");
     assert!(arn.contains("assumed-role/e2e-role/"), "{arn}");
+}
+
+/// The host's address on the users' bridge, where the proxy listens.
+fn bridge_gateway() -> String {
+    docker(&[
+        "network",
+        "inspect",
+        "bastion0",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .trim()
+    .to_owned()
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::log_limit::LogLimit;
-use crate::open_counts::OpenCounts;
+use crate::open_counts::{Full, OpenCounts};
 
 /// How often refusals of one uid are logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -20,8 +20,6 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 /// Counts of pending connections.
 #[derive(Debug)]
 pub struct Admission {
-    per_uid: usize,
-    total: usize,
     state: Mutex<State>,
 }
 
@@ -36,7 +34,6 @@ enum Kind {
 #[derive(Debug)]
 struct State {
     pending: OpenCounts<u32>,
-    total: usize,
     logged: LogLimit<(u32, Kind)>,
 }
 
@@ -59,11 +56,8 @@ pub struct Pending {
 impl Admission {
     pub fn new(per_uid: usize, total: usize) -> Arc<Self> {
         Arc::new(Self {
-            per_uid,
-            total,
             state: Mutex::new(State {
-                pending: OpenCounts::default(),
-                total: 0,
+                pending: OpenCounts::new(per_uid, total),
                 logged: LogLimit::new(LOG_EVERY),
             }),
         })
@@ -73,17 +67,16 @@ impl Admission {
     /// limited).
     pub fn admit(self: &Arc<Self>, uid: u32) -> Result<Pending, Refusal> {
         let mut state = self.state.lock().expect("admission lock poisoned");
-        let refusal = if state.pending.of(&uid) >= self.per_uid {
-            Some(Refusal::PerUid {
-                uid,
-                limit: self.per_uid,
-            })
-        } else if state.total >= self.total {
-            Some(Refusal::Total { limit: self.total })
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
+        if let Err(full) = state.pending.open(uid) {
+            let refusal = match full {
+                Full::Key => Refusal::PerUid {
+                    uid,
+                    limit: state.pending.per_key(),
+                },
+                Full::Total => Refusal::Total {
+                    limit: state.pending.total(),
+                },
+            };
             if let Some(refused) = state.logged.due((uid, Kind::Refused)) {
                 tracing::warn!(
                     uid,
@@ -94,8 +87,6 @@ impl Admission {
             }
             return Err(refusal);
         }
-        state.pending.open(uid);
-        state.total += 1;
         Ok(Pending {
             admission: self.clone(),
             uid,
@@ -122,7 +113,11 @@ impl Admission {
 
     /// Connections pending now (all uids).
     pub fn pending(&self) -> usize {
-        self.state.lock().expect("admission lock poisoned").total
+        self.state
+            .lock()
+            .expect("admission lock poisoned")
+            .pending
+            .in_all()
     }
 }
 
@@ -145,7 +140,6 @@ impl Drop for Pending {
             .state
             .lock()
             .expect("admission lock poisoned");
-        state.total = state.total.saturating_sub(1);
         state.pending.close(&self.uid);
     }
 }

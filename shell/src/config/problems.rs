@@ -121,10 +121,6 @@ impl Checks {
             message: message.into(),
         });
     }
-
-    pub fn found(&self) -> &[Invalid] {
-        &self.found
-    }
 }
 
 /// One thing wrong with the file, located at a key and a line where known.

@@ -284,15 +284,6 @@ impl std::fmt::Write for Bytes<'_> {
     }
 }
 
-/// `data` with its string sequences revealed as plain text, whole.
-pub fn reveal(data: &[u8]) -> Vec<u8> {
-    let mut revealer = Revealer::new(Style::Plain);
-    let mut out = Vec::with_capacity(data.len());
-    revealer.feed(data, &mut out);
-    revealer.finish(&mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

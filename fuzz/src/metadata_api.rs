@@ -31,7 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bastion::contract::labels;
+use bastion_core::contract::labels;
 use bastion_metadata_proxy::audit_events::Auditor;
 use bastion_metadata_proxy::containers::{ContainerIdentity, Directory};
 use bastion_metadata_proxy::credential_cache::{CredentialCache, Tuning};

@@ -1,5 +1,5 @@
 //! The proxy's audit events (`sts.assume_role`, `credentials.issued`),
-//! appended to the hash-chained audit log of `bastion::audit`. They never
+//! appended to the hash-chained audit log of `bastion_core::audit`. They never
 //! carry a secret: the access key id is not one (CloudTrail shows it).
 //!
 //! Appends `fdatasync`, so they run on the blocking pool and never delay an
@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
-use bastion::audit::{AuditError, AuditEvent, AuditLog, CredentialsIssued, StsAssumeRole};
+use bastion_core::audit::{AuditError, AuditEvent, AuditLog, CredentialsIssued, StsAssumeRole};
 use time::OffsetDateTime;
 
 use crate::sts::{AssumeRoleRequest, IssuedCredentials, StsError};

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bastion::log_limit::LogLimit;
-use bastion::open_counts::OpenCounts;
+use bastion_core::log_limit::LogLimit;
+use bastion_core::open_counts::OpenCounts;
 use ipnet::IpNet;
 
 const LOG_EVERY: Duration = Duration::from_secs(5);

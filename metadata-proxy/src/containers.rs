@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::role_session::{ResolvedSession, SessionSettings};
-use bastion::contract::docker::{CancellationToken, EventFollower, follow_events};
-pub use bastion::contract::labels;
+use bastion_core::contract::docker::{CancellationToken, EventFollower, follow_events};
+pub use bastion_core::contract::labels;
 
 /// A user container as the proxy sees it.
 #[derive(Debug)]
@@ -295,7 +295,7 @@ impl Directory {
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     #[error(transparent)]
-    Connect(#[from] bastion::contract::docker::ConnectError),
+    Connect(#[from] bastion_core::contract::docker::ConnectError),
     #[error("cannot list the containers on network {network}: {source}")]
     List {
         network: String,
@@ -522,7 +522,7 @@ impl DockerWatcher {
 
     /// Follows the events stream until `shutdown` flips, reconnecting with
     /// back-off and resyncing after each (re)connect and every minute
-    /// ([`bastion::contract::docker::follow_events`]).
+    /// ([`bastion_core::contract::docker::follow_events`]).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let stop = CancellationToken::new();
         let cancel = stop.clone();

@@ -15,11 +15,11 @@ use tokio::signal::unix::{SignalKind, signal};
 #[command(name = "bastion-metadata-proxy", version)]
 struct Args {
     /// The bastion configuration file (root-owned, not group/world-writable).
-    #[arg(long, default_value = bastion::config::DEFAULT_PATH)]
+    #[arg(long, default_value = bastion_core::config::DEFAULT_PATH)]
     config: PathBuf,
     /// How log lines look on stderr (no colours unless it is a terminal).
     #[arg(long, value_enum, default_value = "text")]
-    log_format: bastion::logging::Format,
+    log_format: bastion_core::logging::Format,
     /// Write this program's manual page into DIR and exit.
     #[arg(long, value_name = "DIR")]
     man: Option<PathBuf>,
@@ -29,7 +29,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(dir) = &args.man {
-        return match bastion::cli::write_man_pages(
+        return match bastion_core::man_pages::write_man_pages(
             dir,
             vec![<Args as clap::CommandFactory>::command()],
         ) {
@@ -43,13 +43,13 @@ async fn main() -> ExitCode {
             }
         };
     }
-    bastion::logging::init(args.log_format);
+    bastion_core::logging::init(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!(
                 "bastion-metadata-proxy: {}",
-                bastion::logging::error_chain(error.as_ref())
+                bastion_core::logging::error_chain(error.as_ref())
             );
             ExitCode::FAILURE
         }
@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = bastion::config::Config::load(&args.config)
+    let config = bastion_core::config::Config::load(&args.config)
         .with_context(|| format!("cannot start with {}", args.config.display()))?;
     let proxy = start(ProxyOptions::from_config(&config)).await?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;

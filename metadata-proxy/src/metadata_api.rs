@@ -25,7 +25,9 @@ use crate::passthrough::Upstream;
 use crate::role_session::{ResolvedSession, SessionSettings};
 use crate::sts::AssumeRole;
 
-pub use bastion::contract::{CONTAINER_CREDENTIALS_HOST, CONTAINER_CREDENTIALS_PATH, IMDS_HOST};
+pub use bastion_core::contract::{
+    CONTAINER_CREDENTIALS_HOST, CONTAINER_CREDENTIALS_PATH, IMDS_HOST,
+};
 
 pub(crate) const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 pub(crate) const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
@@ -271,7 +273,7 @@ mod tests {
     use crate::imds::ec2_time;
     use crate::role::RoleNaming;
     use crate::sts::{AwsSts, StsSettings};
-    use bastion::contract::labels;
+    use bastion_core::contract::labels;
     use bollard::models::{ContainerSummary, ContainerSummaryNetworkSettings, EndpointSettings};
     use http::Method;
     use http_body_util::BodyExt;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bastion::config::{Config, MetadataProxyConfig, NetworkConfig};
+use bastion_core::config::{Config, MetadataProxyConfig, NetworkConfig};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -98,7 +98,7 @@ pub const ACCOUNT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the audit log: {0}")]
-    Audit(#[from] bastion::audit::AuditError),
+    Audit(#[from] bastion_core::audit::AuditError),
     #[error(
         "cannot find the AWS account for role names (set metadata_proxy.account_id, or give the proxy credentials that can call sts:GetCallerIdentity): {0}"
     )]
@@ -197,7 +197,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         auditor.clone(),
     ));
     let directory = Arc::new(Directory::new(metrics.clone()));
-    let (docker, _) = bastion::contract::docker::connect(options.docker_host.as_deref())
+    let (docker, _) = bastion_core::contract::docker::connect(options.docker_host.as_deref())
         .await
         .map_err(DockerError::from)?;
     let prefetch = {

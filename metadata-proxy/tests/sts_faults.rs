@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bastion::config::Config;
+use bastion_core::config::Config;
 use bastion_metadata_proxy::audit_events::Auditor;
 use bastion_metadata_proxy::credential_cache::{CredentialCache, Tuning};
 use bastion_metadata_proxy::metrics::Metrics;

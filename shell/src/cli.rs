@@ -4,7 +4,9 @@
 //! [`crate::client::parse`], accepting exactly the forms sshd and login
 //! use), and the writing of manual pages and shell completions.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+pub use bastion_core::man_pages::write_man_pages;
 
 use clap::{Arg, ArgAction, Command, CommandFactory, Parser};
 
@@ -45,21 +47,6 @@ pub fn shell_command() -> Command {
 /// `bastionctl`'s own (which the binary adds: its parser lives there).
 pub fn documented_commands() -> Vec<Command> {
     vec![BastiondArgs::command(), shell_command()]
-}
-
-/// Writes the manual pages of `commands` (and each of their subcommands)
-/// into `dir`; returns the files written.
-pub fn write_man_pages(dir: &Path, commands: Vec<Command>) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    for command in commands {
-        clap_mangen::generate_to(command, dir)?;
-    }
-    let mut written: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "1"))
-        .collect();
-    written.sort();
-    Ok(written)
 }
 
 /// Writes `shell`'s completion script for each of `commands` to `out`.

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bastion::config::Config;
+use bastion_core::config::Config;
 use bastion_metadata_proxy::credential_cache::Tuning;
 use bastion_metadata_proxy::secret::Secret;
 use bastion_metadata_proxy::server::{ProxyOptions, RunningProxy, start};

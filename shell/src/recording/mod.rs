@@ -26,19 +26,7 @@ use std::fs::{self};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-/// What bastiond does when the logs cannot be written at session start
-/// (disk full, read-only, missing) — `[recording] on_log_failure`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnLogFailure {
-    /// Refuse the login (fail closed). The default.
-    #[default]
-    Refuse,
-    /// Let the user in unrecorded, with a loud warning in the logs.
-    Allow,
-}
+pub use crate::config::OnLogFailure;
 
 /// Why a recording could not be made.
 #[derive(Debug, thiserror::Error)]

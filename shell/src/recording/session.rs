@@ -645,7 +645,7 @@ mod tests {
         SessionStart {
             cols: Some(100),
             rows: Some(30),
-            ..crate::review::testutil::start(id, user, SessionKind::Shell, None)
+            ..bastion_core::audit::fixtures::session_start(id, user, SessionKind::Shell, None)
         }
     }
 

@@ -8,7 +8,7 @@
 //! its container while it was live. Recordings come from
 //! `<log_dir>/sessions/<user>/<id>.cast`.
 
-mod escape;
+use bastion_core::escape;
 mod export;
 mod index;
 mod list;

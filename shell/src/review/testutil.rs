@@ -1,9 +1,7 @@
 //! A log directory with a few real sessions, written through the same
 //! library bastiond uses.
 
-use crate::audit::{
-    AuditEvent, AuditLog, CredentialsIssued, EndedBy, SessionKind, SessionStart, StsAssumeRole,
-};
+use crate::audit::{AuditEvent, AuditLog, CredentialsIssued, EndedBy, SessionKind, StsAssumeRole};
 use crate::config::RecordingConfig;
 use crate::recording::{SessionOutcome, SessionRecording};
 
@@ -16,37 +14,7 @@ pub(crate) struct Fixture {
     pub audit: AuditLog,
 }
 
-pub(crate) fn start(
-    id: &str,
-    user: &str,
-    kind: SessionKind,
-    command: Option<&str>,
-) -> SessionStart {
-    SessionStart {
-        session_id: id.into(),
-        user: user.into(),
-        uid: 1000,
-        groups: vec!["ops".into()],
-        remote_addr: Some("192.0.2.7".into()),
-        remote_port: Some(50122),
-        container: format!("bastion-{user}"),
-        container_id: Some("c0ffee".into()),
-        image: "bastion/user:1".into(),
-        image_digest: Some("sha256:0123".into()),
-        role: Some("arn:aws:iam::123456789012:role/ops".into()),
-        kind,
-        command: command.map(str::to_owned),
-        shell: Some("/bin/bash".into()),
-        transfer_direction: None,
-        tty: kind == SessionKind::Shell,
-        term: Some("xterm-256color".into()),
-        cols: Some(80),
-        rows: Some(24),
-        recording: None,
-        record_input: false,
-        unrecorded_reason: None,
-    }
-}
+pub(crate) use bastion_core::audit::fixtures::session_start as start;
 
 pub(crate) fn outcome(code: i32) -> SessionOutcome {
     SessionOutcome {

@@ -141,7 +141,7 @@ impl fmt::Display for Problem {
             (None, Some(key)) => format!("key `{key}`: {}", self.message),
             (None, None) => self.message.clone(),
         };
-        f.write_str(&crate::review::terminal_safe::escape(&text))
+        f.write_str(&crate::escape::escape(&text))
     }
 }
 

@@ -211,7 +211,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
 }
 
 /// The live log and its rotated siblings.
-pub(crate) fn log_files(live: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+pub fn log_files(live: &Path) -> Result<Vec<PathBuf>, VerifyError> {
     let dir = live.parent().unwrap_or(Path::new("."));
     let base = live.file_name().unwrap_or_default().to_string_lossy();
     let chain = format!("{base}.chain");
@@ -236,7 +236,8 @@ pub(crate) fn log_files(live: &Path) -> Result<Vec<PathBuf>, VerifyError> {
     Ok(out)
 }
 
-pub(crate) fn read_maybe_gz(path: &Path) -> io::Result<Vec<u8>> {
+/// The bytes of `path`, gunzipped when it is a rotated `.gz` log.
+pub fn read_maybe_gz(path: &Path) -> io::Result<Vec<u8>> {
     let bytes = fs::read(path)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();

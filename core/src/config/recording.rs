@@ -15,11 +15,21 @@
 use std::path::PathBuf;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::problems::{Checks, KeyPath};
 
-pub use crate::recording::OnLogFailure;
+/// What bastiond does when the logs cannot be written at session start
+/// (disk full, read-only, missing) — `[recording] on_log_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLogFailure {
+    /// Refuse the login (fail closed). The default.
+    #[default]
+    Refuse,
+    /// Let the user in unrecorded, with a loud warning in the logs.
+    Allow,
+}
 
 /// The banner shown by default at the start of interactive sessions.
 pub const DEFAULT_BANNER: &str =

@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn event_names_match_the_serialized_tag() {
-        let ev = AuditEvent::SessionStart(crate::review::testutil::start(
+        let ev = AuditEvent::SessionStart(crate::audit::fixtures::session_start(
             "s1",
             "alice",
             SessionKind::Shell,

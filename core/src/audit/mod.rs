@@ -17,6 +17,8 @@
 //! Appends block on disk I/O: call them from `spawn_blocking` in async code.
 
 mod event;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod syslog;
 pub mod timestamp;
 pub mod verify;

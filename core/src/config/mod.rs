@@ -15,7 +15,7 @@ pub use bastiond::{
 };
 pub use metadata_proxy::MetadataProxyConfig;
 pub use problems::{Checks, Invalid, KeyPath, Problem, Problems};
-pub use recording::RecordingConfig;
+pub use recording::{OnLogFailure, RecordingConfig};
 
 use std::path::{Path, PathBuf};
 

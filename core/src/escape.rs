@@ -1,8 +1,8 @@
 //! Characters of recorded text shown as visible escapes (`\x1b`,
 //! `\u{202e}`): every control but newline and tab, C1 controls, characters
 //! that reorder text (bidirectional overrides) or hide it (zero-width).
-//! Used by every view of a record ([`super::terminal_safe::SafeText`]) and
-//! for the payloads of string sequences ([`super::string_sequences`]).
+//! Used by every view of a record (the review code's `terminal_safe`), for
+//! the payloads of string sequences, and for config text quoted in errors.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -75,7 +75,8 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-pub(super) fn push_escaped(out: &mut String, c: char) {
+/// Pushes `c` onto `out`, as a visible escape if it is unsafe.
+pub fn push_escaped(out: &mut String, c: char) {
     if !unsafe_char(c) {
         out.push(c);
         return;

@@ -14,7 +14,14 @@ ambiguous. Accepted requests go straight to moto's STS backend, never
 through moto's dispatcher (which picks a backend from the path, the
 credential scope, X-Amz-Target and the body).
 
-Run by provisioning/sts-demo.sh with the venv's python:
+Loopback also stands in for the host's instance metadata service (moto's
+IMDS, for the proxy's passthrough), answering a token request as the real
+IMDS does: the TTL header is required (1-21600, else 400) and sent back with
+the token. moto leaves that header out, and AWS SDKs refuse a token without
+it.
+
+Run by provisioning/sts-demo.sh, and by the proxy's tests, with the venv's
+python:
     python sts-demo-server.py PORT ADDRESS [ADDRESS...]
 The first ADDRESS gets all of moto (loopback); every other one only the
 filtered STS endpoint. An address that does not exist yet (the bridge before
@@ -205,6 +212,30 @@ class GatewayFilter:
         environ["HTTP_HOST"] = self.host
 
 
+class ImdsTokenTtl:
+    """moto's IMDS token endpoint as the real IMDS answers it: the
+    X-aws-ec2-metadata-token-ttl-seconds header is required and echoed."""
+
+    TOKEN_PATH = "/latest/api/token"
+    MAX_TTL = 21600
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != self.TOKEN_PATH or environ.get("REQUEST_METHOD") != "PUT":
+            return self.app(environ, start_response)
+        ttl = environ.get("HTTP_X_AWS_EC2_METADATA_TOKEN_TTL_SECONDS", "")
+        if not (ttl.isascii() and ttl.isdigit() and 1 <= int(ttl) <= self.MAX_TTL):
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"Bad Request"]
+
+        def with_ttl(status, headers, exc_info=None):
+            return start_response(status, headers + [("X-aws-ec2-metadata-token-ttl-seconds", ttl)], exc_info)
+
+        return self.app(environ, with_ttl)
+
+
 class RequestHandler(MotoRequestHandler):
     """moto's handler, logging each request without its query string: a
     presigned URL carries a session token and a signature there, and no
@@ -244,7 +275,7 @@ def main():
         sys.exit("usage: sts-demo-server.py PORT ADDRESS [ADDRESS...]")
     port = int(sys.argv[1])
     loopback, *filtered = sys.argv[2:]
-    full = DomainDispatcherApplication(create_backend_app)
+    full = ImdsTokenTtl(DomainDispatcherApplication(create_backend_app))
     sts_app = create_backend_app("sts")
     listeners = [(full, loopback, "moto (all of it)")] + [
         (GatewayFilter(sts_app, f"{a}:{port}"), a, "STS GetCallerIdentity only") for a in filtered

@@ -186,7 +186,8 @@ async fn build(strict: bool, closed_port: u16) -> Api {
             "meta-data/placement/availability-zone".into(),
             "dynamic/instance-identity/document".into(),
         ],
-    );
+    )
+    .expect("the fuzz upstream is a valid endpoint");
     let settings = ApiSettings {
         session: SessionSettings {
             naming: RoleNaming {

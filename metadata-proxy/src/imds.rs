@@ -191,8 +191,8 @@ impl<L: CallerLookup, S: AssumeRole> MetadataApi<L, S> {
 
     async fn passthrough(&self, entry: &str) -> Answer {
         match self.upstream.get(entry).await {
-            Ok((StatusCode::OK, body)) => ("passthrough", text(StatusCode::OK, body)),
-            Ok(_) => refuse("passthrough", StatusCode::NOT_FOUND),
+            Ok(Some(body)) => ("passthrough", text(StatusCode::OK, body)),
+            Ok(None) => refuse("passthrough", StatusCode::NOT_FOUND),
             Err(error) => {
                 tracing::warn!(%error, entry, "passthrough to the real IMDS failed");
                 refuse("passthrough", StatusCode::BAD_GATEWAY)

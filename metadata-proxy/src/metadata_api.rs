@@ -351,7 +351,8 @@ mod tests {
             Upstream::new(
                 "http://127.0.0.1:9",
                 vec!["meta-data/placement/region".into()],
-            ),
+            )
+            .unwrap(),
             ApiSettings {
                 session: SessionSettings {
                     naming: RoleNaming {

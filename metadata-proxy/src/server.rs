@@ -36,7 +36,7 @@ use crate::containers::{Directory, DockerError, DockerWatcher};
 use crate::credential_cache::{CacheKey, CredentialCache, Tuning};
 use crate::metadata_api::{ApiSettings, Body, MetadataApi};
 use crate::metrics::Metrics;
-use crate::passthrough::Upstream;
+use crate::passthrough::{Upstream, UpstreamError};
 use crate::role::RoleNaming;
 use crate::role_session::SessionSettings;
 use crate::sts::{AwsSts, StsError, StsSettings};
@@ -110,6 +110,8 @@ pub enum StartError {
     AccountTimeout { endpoint: String, waited: Duration },
     #[error(transparent)]
     Docker(#[from] DockerError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -242,7 +244,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         Upstream::new(
             &options.proxy.imds_upstream,
             options.proxy.passthrough.clone(),
-        ),
+        )?,
         ApiSettings {
             session: session.clone(),
             require_imdsv2: options.proxy.require_imdsv2,

@@ -364,6 +364,21 @@ async fn after_a_long_sts_outage_a_cold_role_gets_credentials_as_soon_as_sts_ans
         (1, 0),
         "one failed AssumeRole, no retry per request"
     );
+    // The real IMDS (moto stands in) is gone too: allow-listed passthrough
+    // answers 502 (the caller is not left waiting on a dead upstream).
+    let region = || {
+        let r = try_from_container(
+            &ivan,
+            imds,
+            "GET",
+            IMDS,
+            "/latest/meta-data/placement/region",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("no answer ({e}); {}", ivan.diagnosis()));
+        (r.status, r.body)
+    };
+    assert_eq!(region().0, 502);
 
     // STS is back where it was. Credentials come within 20 s; before, not
     // for at least 150 s (the back-off after that failure).
@@ -383,6 +398,8 @@ async fn after_a_long_sts_outage_a_cold_role_gets_credentials_as_soon_as_sts_ans
         (1, 1),
         "one AssumeRole after STS came back"
     );
+    // ...and so does the passthrough.
+    assert_eq!(region(), (200, "us-east-1".to_owned()));
     proxy.shutdown().await;
 }
 

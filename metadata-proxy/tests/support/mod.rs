@@ -28,7 +28,14 @@ pub const SUBNET: &str = "172.30.200.0/24";
 pub const GATEWAY: &str = "172.30.200.1";
 pub const PROXY_PORT: u16 = 8775;
 pub const ACCOUNT: &str = "123456789012";
-pub const MOTO: &str = "/opt/bastion/moto/bin/moto_server";
+/// moto's venv python, running the demo's AWS stand-in
+/// (`provisioning/sts-demo-server.py`: all of moto on loopback, with the
+/// IMDS token endpoint answering as the real one does).
+pub const MOTO_PYTHON: &str = "/opt/bastion/moto/bin/python";
+pub const AWS_STAND_IN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../provisioning/sts-demo-server.py"
+);
 
 /// Tests that own the DNAT target port run one at a time.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
@@ -85,7 +92,8 @@ pub fn prerequisites() {
 }
 
 /// A moto server on 127.0.0.1 (STS, and the stand-in for the real IMDS:
-/// it serves `placement/region` and a "host role" we must never leak).
+/// it serves `placement/region` and a "host role" we must never leak),
+/// through the demo's stand-in ([`AWS_STAND_IN`]).
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -102,8 +110,8 @@ impl Moto {
     pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
-        let child = Command::new(MOTO)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new(MOTO_PYTHON)
+            .args([AWS_STAND_IN, &port.to_string(), "127.0.0.1"])
             .stdout(fs::File::create(&log).unwrap())
             .stderr(fs::File::options().append(true).open(&log).unwrap())
             .spawn()
@@ -528,7 +536,7 @@ fn root_docker_image_moto() {
         "the user image {IMAGE} is missing: build it with image/build.sh (provisioning/install.sh --test does)"
     );
     assert!(
-        Path::new(MOTO).exists(),
+        Path::new(MOTO_PYTHON).exists(),
         "moto is missing: `python3 -m venv /opt/bastion/moto && /opt/bastion/moto/bin/pip install 'moto[server]'` (provisioning/sts-demo.sh install does it)"
     );
 }

@@ -438,16 +438,3 @@ for i in range(300):
     let arn = caller_arn(&other, "imds");
     assert!(arn.contains("assumed-role/e2e-role/"), "{arn}");
 }
-
-/// The host's address on the users' bridge, where the proxy listens.
-fn bridge_gateway() -> String {
-    docker(&[
-        "network",
-        "inspect",
-        "bastion0",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])
-    .trim()
-    .to_owned()
-}

@@ -27,17 +27,6 @@ fn own_arn(u: &User) -> String {
     format!(":assumed-role/e2e-role/{}</Arn>", u.name)
 }
 
-/// The bridge gateway address the containers reach the server on.
-fn gateway() -> String {
-    docker(&[
-        "network",
-        "inspect",
-        "bastion0",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -508,7 +497,7 @@ fn host_curl(args: &[&str]) -> (String, String) {
 
 #[test]
 fn loopback_serves_the_full_api_and_shares_its_state_with_the_gateway() {
-    let gw = gateway();
+    let gw = bridge_gateway();
     // moto's admin API: on loopback only.
     let (status, body) = host_curl(&[&format!("http://{LOOPBACK}/moto-api/data.json")]);
     assert_eq!(status, "200", "loopback data.json");

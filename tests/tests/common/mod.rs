@@ -197,6 +197,20 @@ pub fn docker_status(args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The host's address on the `bastion0` bridge, where the containers reach
+/// the metadata proxy and the demo's STS.
+pub fn bridge_gateway() -> String {
+    docker(&[
+        "network",
+        "inspect",
+        "bastion0",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .trim()
+    .to_owned()
+}
+
 /// The container name of a user.
 pub fn container_of(u: &User) -> String {
     format!("bastion-{}", u.name)

@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod cast;
 mod log_disk;
+pub mod open_marker;
 mod recorder;
 pub mod session;
 mod writer;
@@ -18,9 +19,8 @@ pub use recorder::{
     BastionHeader, CastEnv, CastHeader, Recorder, RecorderOptions, RecordingOutcome,
 };
 
-pub use session::{
-    SessionLogError, SessionOutcome, SessionRecording, recover_interrupted, retry_pending_ends,
-};
+pub use open_marker::{recover_interrupted, retry_pending_ends};
+pub use session::{SessionLogError, SessionOutcome, SessionRecording};
 
 use std::fs::{self};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};

@@ -12,7 +12,7 @@ use super::terminal_safe::SafeText;
 use super::{ReviewContext, ReviewError};
 use crate::audit::verify::file_sha256;
 use crate::audit::{AuditEvent, AuditLog, RecordingPruned};
-use crate::recording::session::open_markers_dir;
+use crate::recording::open_marker::open_markers_dir;
 use crate::recording::sessions_dir;
 
 /// `--older-than`, `--user` and `--dry-run`.

@@ -10,6 +10,9 @@
 #
 #   sudo metadata-proxy/bench/dnat-wrk.sh [--duration 10s] [--containers 200] [--no-nginx] [--no-metadataproxy]
 #
+# PROXY_BIN=FILE runs that proxy binary instead of building this tree's
+# (metadata-proxy/bench/ab.sh compares two builds that way).
+#
 # lyft's metadataproxy 2.2.0 pins 2018 libraries that no longer build on
 # Python 3.11 (PyYAML 5.4, gevent 1.3, greenlet 0.4): it is installed from
 # PyPI into its own venv (/opt/bastion/bench/metadataproxy) with --no-deps,
@@ -49,9 +52,14 @@ moto=/opt/bastion/moto/bin/moto_server
 [[ -x "$moto" ]] || die "moto missing: provisioning/sts-demo.sh install"
 
 repo="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target-proxy}"
-(cd "$repo" && cargo build --release -q -p bastion-metadata-proxy)
-proxy_bin="$CARGO_TARGET_DIR/release/bastion-metadata-proxy"
+if [[ -n ${PROXY_BIN:-} ]]; then
+    proxy_bin="$PROXY_BIN"
+    [[ -x $proxy_bin ]] || die "PROXY_BIN $proxy_bin is not an executable"
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target-proxy}"
+    (cd "$repo" && cargo build --release -q -p bastion-metadata-proxy)
+    proxy_bin="$CARGO_TARGET_DIR/release/bastion-metadata-proxy"
+fi
 
 network=bastion-mpt subnet=172.30.200.0/24 gateway=172.30.200.1
 docker network inspect "$network" >/dev/null 2>&1 ||
@@ -110,7 +118,7 @@ start_container() { # NAME -> pid of its init
 
 url=http://169.254.169.254/latest/meta-data/iam/security-credentials/dev
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "proxy: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'), release build"
+echo "proxy: ${PROXY_BIN:-$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'), release build}"
 pid="$(start_container mpbench-wrk)"
 nsenter -t "$pid" -n curl -fsS -o /dev/null "$url"
 run_wrk() { # TITLE

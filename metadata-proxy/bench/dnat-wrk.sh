@@ -66,7 +66,10 @@ docker network inspect "$network" >/dev/null 2>&1 ||
     docker network create --driver bridge --subnet "$subnet" --gateway "$gateway" \
         --opt "com.docker.network.bridge.name=$network" \
         --opt com.docker.network.bridge.enable_icc=false "$network" >/dev/null
-"$repo/provisioning/metadata-proxy-iptables.sh" apply --bridge "$network" --gateway "$gateway" --port 8775 >/dev/null
+# Only this bridge: never the users' own bridges (bst+), which belong to
+# the bastion running on this host.
+iptables_args=(--bridge "$network" --gateway "$gateway" --port 8775 --users-bridges none)
+"$repo/provisioning/metadata-proxy-iptables.sh" apply "${iptables_args[@]}" >/dev/null
 
 work="$(mktemp -d)"
 moto_port=$((20000 + RANDOM % 10000))
@@ -76,6 +79,7 @@ cleanup() {
     local p
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     docker ps -aq --filter label=bastion.bench=dnat-wrk | xargs -r docker rm -f >/dev/null 2>&1 || true
+    "$repo/provisioning/metadata-proxy-iptables.sh" remove "${iptables_args[@]}" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -131,8 +131,21 @@ ensure_chain() { # TOOL TABLE CHAIN
     "$(tool "$1")" -w -t "$2" -nL "$3" >/dev/null 2>&1 || "$(tool "$1")" -w -t "$2" -N "$3"
 }
 
+# The other bastion network whose chains the users' bridges already jump
+# to, if any: the first jump in PREROUTING wins, so a second rule set
+# claiming the same bridges would take over the users' IMDS traffic.
+users_bridges_claimed_by() {
+    [[ "$users_bridges" == none ]] && return 1
+    iptables -w -t nat -S PREROUTING 2>/dev/null |
+        awk -v i="$users_bridges" -v c="$COMMENT" -v own="$NAT" \
+            '$3 == "-i" && $4 == i && $8 == c && $9 == "-j" && $10 != own { print $10; found = 1; exit } END { exit !found }'
+}
+
 apply() {
-    local v table chain rest
+    local v table chain rest other
+    if other="$(users_bridges_claimed_by)"; then
+        die "the users' bridges ($users_bridges) already go to another network's proxy (chain $other): remove that rule set first (metadata-proxy-iptables.sh remove --bridge ITS-BRIDGE), or pass --users-bridges none for a side network"
+    fi
     # DOCKER-USER is Docker's; create it (and its FORWARD jump) if Docker has
     # not run yet. Docker keeps an existing DOCKER-USER's rules.
     if ! iptables -w -t filter -nL DOCKER-USER >/dev/null 2>&1; then

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use aws_config::imds::client::Client;
 use aws_config::imds::client::error::ImdsError;
-use http::StatusCode;
 
 /// Each connection to the real IMDS, and each read from it.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,8 +27,8 @@ pub enum UpstreamError {
     Endpoint { url: String, message: String },
     #[error("real IMDS {url}: no session token ({message})")]
     Token { url: String, message: String },
-    #[error("real IMDS {url} answered {status}")]
-    Status { url: String, status: StatusCode },
+    #[error("real IMDS {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
     #[error("real IMDS {url}: {message}")]
     Request { url: String, message: String },
 }
@@ -86,13 +85,9 @@ impl Upstream {
         match self.client.get(path).await {
             Ok(body) => Ok(Some(body.as_ref().to_owned())),
             Err(ImdsError::ErrorResponse(response)) => {
-                match StatusCode::from_u16(response.response().status().as_u16()) {
-                    Ok(StatusCode::NOT_FOUND) => Ok(None),
-                    Ok(status) => Err(UpstreamError::Status { url, status }),
-                    Err(e) => Err(UpstreamError::Request {
-                        url,
-                        message: e.to_string(),
-                    }),
+                match response.response().status().as_u16() {
+                    404 => Ok(None),
+                    status => Err(UpstreamError::Status { url, status }),
                 }
             }
             Err(e @ ImdsError::FailedToLoadToken(_)) => Err(UpstreamError::Token {

@@ -438,3 +438,28 @@ for i in range(300):
     let arn = caller_arn(&other, "imds");
     assert!(arn.contains("assumed-role/e2e-role/"), "{arn}");
 }
+
+/// The first PREROUTING jump for the users' bridges wins: a second rule set
+/// (a test or benchmark network) applied with the default `bst+` would send
+/// every user's IMDS traffic to its own proxy. The script refuses that, and
+/// changes nothing.
+#[test]
+fn a_second_firewall_rule_set_cannot_take_over_the_users_bridges() {
+    let prerouting = || {
+        let out = run_ok(Command::new("iptables").args(["-w", "-t", "nat", "-S", "PREROUTING"]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = prerouting();
+    assert!(before.contains("-i bst+ "), "{before}");
+    let out = Command::new(repo().join("provisioning/metadata-proxy-iptables.sh"))
+        .args(["apply", "--bridge", "bt-side0", "--gateway", "172.30.250.1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("already go to another network's proxy"),
+        "{err}"
+    );
+    assert_eq!(prerouting(), before);
+}

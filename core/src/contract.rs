@@ -47,6 +47,7 @@ pub mod docker {
     use std::path::PathBuf;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+    use backon::BackoffBuilder;
     use bollard::Docker;
     use bollard::models::EventMessage;
     use bollard::query_parameters::EventsOptions;
@@ -123,6 +124,17 @@ pub mod docker {
         }
     }
 
+    /// The delays before each reconnection of [`follow_events`]: 250 ms,
+    /// doubling to 10 s, then 10 s for ever (a fresh sequence after a
+    /// healthy connection).
+    pub fn reconnect_delays() -> impl Iterator<Item = Duration> {
+        backon::ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times()
+            .build()
+    }
+
     /// Follows the Engine's events matching `filters` until `stop`:
     /// reconnects after a failure or the stream's end with a back-off
     /// (250 ms, doubling to 10 s; back to 250 ms after a connection that
@@ -136,7 +148,7 @@ pub mod docker {
         tick: Option<Duration>,
         stop: &CancellationToken,
     ) {
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = reconnect_delays();
         while !stop.is_cancelled() {
             let since = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -154,11 +166,11 @@ pub mod docker {
                 Err(error) => {
                     tracing::warn!(%error, "cannot bring the view of the Docker Engine up to date; retrying");
                     follower.disconnected();
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(Duration::from_secs(10));
                     continue;
                 }
             }
@@ -191,13 +203,13 @@ pub mod docker {
             }
             follower.disconnected();
             if healthy || connected_at.elapsed() > Duration::from_secs(10) {
-                delay = Duration::from_millis(250);
+                backoff = reconnect_delays();
             }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(10));
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
@@ -217,6 +229,20 @@ pub mod docker {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+
+        #[test]
+        fn reconnection_waits_250_ms_doubling_to_10_s_for_ever() {
+            let ms: Vec<u128> = reconnect_delays().take(9).map(|d| d.as_millis()).collect();
+            assert_eq!(
+                ms,
+                [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]
+            );
+            assert_eq!(
+                reconnect_delays().nth(1000),
+                Some(Duration::from_secs(10)),
+                "never gives up"
+            );
         }
     }
 }

@@ -24,6 +24,9 @@
 //!   window (`recovery_spread`, wider the more keys wait: no thundering
 //!   herd). Keys STS refused (AccessDenied, a validation error) or
 //!   throttled keep their exponential back-off.
+//!
+//! Hand-built, not `moka`: its hit path measured slower (BENCHMARKS.md,
+//! run K), and it has no place for the per-key failure state above.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -446,7 +449,11 @@ impl<S: AssumeRole> CredentialCache<S> {
             .into())
     }
 
-    /// Exponential back-off with "equal jitter": half fixed, half random.
+    /// Exponential back-off with "equal jitter": half fixed, half random,
+    /// never above `backoff_cap`. By hand, not `backon`: the delay follows
+    /// the failure count kept in the key's state, and `backon`'s jitter
+    /// adds up to a whole delay on top of the cap (BENCHMARKS.md, run K,
+    /// also measures why the cache itself is not `moka`).
     fn backoff(&self, failures: u32) -> Duration {
         let exp = self
             .tuning

@@ -10,6 +10,7 @@ mod raw_stream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use bollard::Docker;
 use bollard::exec::CreateExecOptions;
 use bollard::query_parameters::ResizeExecOptions;
@@ -121,8 +122,8 @@ impl Exec {
     /// stream ends); an error when the Engine is gone or forgot the exec
     /// (a restarted dockerd), or the process outlives its stream.
     pub async fn exit_code(&self) -> Result<i32, String> {
-        let mut delay = Duration::from_millis(2);
-        for _ in 0..40 {
+        let mut delays = exit_code_polls();
+        loop {
             match self.exit_status().await {
                 Ok(Some(code)) => return Ok(code),
                 Ok(None) => {}
@@ -131,10 +132,38 @@ impl Exec {
                     return Err(e);
                 }
             }
+            let Some(delay) = delays.next() else { break };
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(250));
         }
         tracing::warn!(exec = %self.id, "exec still running after its stream ended");
         Err("the session's process was still running after its output ended".into())
+    }
+}
+
+/// The pauses between reads of an exec's exit code: 2 ms doubling to
+/// 250 ms, 40 of them (about 8.5 s in all).
+fn exit_code_polls() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(2))
+        .with_max_delay(Duration::from_millis(250))
+        .with_max_times(40)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_code_is_polled_40_times_within_9_s() {
+        let pauses: Vec<Duration> = exit_code_polls().collect();
+        assert_eq!(pauses.len(), 40);
+        assert_eq!(pauses[0], Duration::from_millis(2));
+        assert_eq!(pauses[7], Duration::from_millis(250));
+        let total: Duration = pauses.iter().sum();
+        assert!(
+            total > Duration::from_secs(8) && total < Duration::from_secs(9),
+            "{total:?}"
+        );
     }
 }

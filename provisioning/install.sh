@@ -368,6 +368,20 @@ on_exit() {
     fi
 }
 
+# The tests check `bastionctl access render`'s manifests with it (no API
+# server can run here).
+readonly KUBERNETES_VALIDATE_VENV=/opt/bastion/kubernetes-validate
+ensure_kubernetes_validate() {
+    if [[ -x "$KUBERNETES_VALIDATE_VENV/bin/kubernetes-validate" ]]; then
+        say "kubernetes-validate: already in $KUBERNETES_VALIDATE_VENV"
+        return
+    fi
+    python3 -m venv "$KUBERNETES_VALIDATE_VENV" || die "cannot create the venv $KUBERNETES_VALIDATE_VENV"
+    "$KUBERNETES_VALIDATE_VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate ||
+        die "pip install kubernetes-validate failed (is PyPI reachable?)"
+    say "kubernetes-validate: installed in $KUBERNETES_VALIDATE_VENV"
+}
+
 up() {
     step "Debian packages"
     ensure_packages
@@ -387,6 +401,10 @@ up() {
     ensure_demo_users
     step "the demo's STS server (moto) in a venv"
     "$BASTION_PROVISIONING/sts-demo.sh" install
+    if [[ "$mode" == test ]]; then
+        step "kubernetes-validate (offline checks of rendered manifests) in a venv"
+        ensure_kubernetes_validate
+    fi
     step "firewall of the bastion network (metadata proxy)"
     ensure_firewall
     step "users' image ($IMAGE_TAG)"

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+use crate::access::{self, AccessError, AccessFile};
 use crate::config::{Config, ConfigError};
+use crate::secure_file::SecureFileError;
 
 /// `bastionctl check`: validates the configuration file and says what is
 /// wrong, naming the key and the line.
@@ -19,4 +21,57 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
         b.users.len(),
         b.groups.len()
     ))
+}
+
+/// Why an `access` command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessCommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Render(#[from] access::render::RenderError),
+}
+
+/// The bastion's config, to check the access file against; its defaults
+/// when the file does not exist (checking an access file on a laptop).
+fn config_or_defaults(path: &Path) -> Result<Config, ConfigError> {
+    match Config::load(path) {
+        Err(ConfigError::File(SecureFileError::Read { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(Config::default())
+        }
+        other => other,
+    }
+}
+
+/// `bastionctl access check`: the file's summary, or every problem.
+pub fn access_check(config: &Path, path: &Path) -> Result<String, AccessCommandError> {
+    let config = config_or_defaults(config)?;
+    let access = AccessFile::load(path, None, &config)?;
+    let disabled = access.users.iter().filter(|u| u.disabled).count();
+    Ok(format!(
+        "{}: ok ({} users, {} disabled; {} groups; {} clusters)",
+        path.display(),
+        access.users.len(),
+        disabled,
+        access.groups.len(),
+        access.clusters.len()
+    ))
+}
+
+/// `bastionctl access render --out DIR`: writes the manifests and
+/// policies; returns the files written.
+pub fn access_render(
+    config: &Path,
+    path: &Path,
+    out: &Path,
+) -> Result<Vec<std::path::PathBuf>, AccessCommandError> {
+    let config = config_or_defaults(config)?;
+    let access = AccessFile::load(path, None, &config)?;
+    let rendered = access::render::render(&access)?;
+    access::render::write(out, &rendered)?;
+    Ok(rendered.keys().map(|p| out.join(p)).collect())
 }

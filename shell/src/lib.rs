@@ -5,8 +5,11 @@
 //! metadata proxy shares with the broker lives in `bastion_core` and is
 //! re-exported here under the same paths.
 
-pub use bastion_core::{audit, config, contract, log_limit, logging, open_counts, secure_file};
+pub use bastion_core::{
+    audit, config, contract, iam_role, log_limit, logging, open_counts, secure_file, session_name,
+};
 
+pub mod access;
 pub mod broker;
 pub mod cli;
 pub mod client;

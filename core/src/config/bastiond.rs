@@ -184,7 +184,7 @@ pub struct Overrides {
 }
 
 /// Limits where each field may be left to the defaults.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartialLimits {
     pub pids: Option<i64>,
@@ -351,6 +351,14 @@ impl From<Limits> for PartialLimits {
             tmp: Some(l.tmp),
             recordings: Some(l.recordings),
         }
+    }
+}
+
+impl PartialLimits {
+    /// Reports each limit out of range, at `at`'s keys (also used for the
+    /// access file's users).
+    pub fn check(&self, at: &KeyPath, checks: &mut Checks) {
+        check_limits(at, self, checks);
     }
 }
 

@@ -10,8 +10,8 @@ pub mod problems;
 mod recording;
 
 pub use bastiond::{
-    BastiondConfig, Limits, NetworkConfig, Overrides, ResolveError, USER_BRIDGE_PREFIX,
-    USER_NETWORK_PREFIX, UserSettings,
+    BastiondConfig, Limits, NetworkConfig, Overrides, PartialLimits, ResolveError,
+    USER_BRIDGE_PREFIX, USER_NETWORK_PREFIX, UserSettings,
 };
 pub use metadata_proxy::MetadataProxyConfig;
 pub use problems::{Checks, Invalid, KeyPath, Problem, Problems};

@@ -214,14 +214,24 @@ pub fn parse_checked<T: DeserializeOwned>(
         {
             key = key.key(field);
         }
-        problems.push(Problem {
-            line: error
-                .span()
-                .map(|span| line_number(text, span.start))
-                .or_else(|| located.line_of(&key)),
-            key: (!key.segments().is_empty()).then(|| key.to_string()),
-            message,
+        // A table whose bad value was taken out now misses that field:
+        // already reported, at the field itself.
+        let echo = missing_field_name(&message).is_some_and(|field| {
+            let field_key = key.key(field).to_string();
+            problems
+                .iter()
+                .any(|p: &Problem| p.key.as_deref() == Some(field_key.as_str()))
         });
+        if !echo {
+            problems.push(Problem {
+                line: error
+                    .span()
+                    .map(|span| line_number(text, span.start))
+                    .or_else(|| located.line_of(&key)),
+                key: (!key.segments().is_empty()).then(|| key.to_string()),
+                message,
+            });
+        }
         if problems.len() >= MAX_PROBLEMS || !remove(working.get_mut(), key.segments()) {
             break None;
         }
@@ -328,6 +338,11 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');
     (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+}
+
+fn missing_field_name(message: &str) -> Option<&str> {
+    let rest = message.split_once("missing field `")?.1;
+    Some(rest.split_once('`')?.0)
 }
 
 fn unknown_field_name(message: &str) -> Option<String> {

@@ -35,6 +35,15 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Access as code: the access file (who, which keys, which IAM role,
+    /// which clusters at which level).
+    Access {
+        /// The access file.
+        #[arg(long, default_value = bastion::access::DEFAULT_PATH)]
+        access: PathBuf,
+        #[command(subcommand)]
+        command: AccessCmd,
+    },
     /// Write the manual pages of bastionctl, bastiond and bastion-shell.
     Man {
         /// Directory to write them to (e.g. /usr/local/share/man/man1).
@@ -110,6 +119,18 @@ enum SessionsCmd {
 }
 
 #[derive(Subcommand)]
+enum AccessCmd {
+    /// Validate the access file; every problem with its line and key; exit 1 on any.
+    Check,
+    /// Write RBAC, EKS access entries or aws-auth, and IAM roles for review.
+    Render {
+        /// Output folder (created; an earlier render's files are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Check the hash chain and the recordings' hashes; exit 1 on tampering.
     Verify {
@@ -172,6 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         };
     }
+    if let Command::Access { access, command } = &cli.command {
+        return access_command(&cli.config, access, command);
+    }
     let config = Config::load(&cli.config)?;
     let ctx = ReviewContext::from_config(&config.recording);
     let mut out = std::io::stdout().lock();
@@ -183,7 +207,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     };
     let ok = match cli.command {
-        Command::Check | Command::Man { .. } | Command::Completions { .. } => {
+        Command::Check
+        | Command::Man { .. }
+        | Command::Completions { .. }
+        | Command::Access { .. } => {
             unreachable!("handled above")
         }
         Command::Sessions(SessionsCmd::List {
@@ -264,4 +291,34 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     };
     out.flush()?;
     Ok(ok)
+}
+
+/// `bastionctl access …`: an access file that cannot be used (its
+/// problems, one a line) exits 1; other failures are errors (exit 2).
+fn access_command(
+    config: &std::path::Path,
+    access: &std::path::Path,
+    command: &AccessCmd,
+) -> anyhow::Result<bool> {
+    use bastion::ctl::AccessCommandError;
+    let result = match command {
+        AccessCmd::Check => bastion::ctl::access_check(config, access).map(|summary| {
+            println!("{summary}");
+        }),
+        AccessCmd::Render { out } => {
+            bastion::ctl::access_render(config, access, out).map(|files| {
+                for file in files {
+                    println!("wrote {}", file.display());
+                }
+            })
+        }
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(AccessCommandError::Access(e)) => {
+            eprintln!("{e}");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,4 +1,5 @@
-//! STS RoleSessionName / SourceIdentity from a user name.
+//! STS RoleSessionName / SourceIdentity from a user name: the proxy asks
+//! STS for it, and the access file's IAM trust policies require it.
 //!
 //! STS allows 2–64 characters of `[\w+=,.@-]`. The mapping must be
 //! injective (two users never share a session name, or they would share

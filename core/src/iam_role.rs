@@ -1,4 +1,5 @@
-//! From a container's `bastion.role` label to the IAM role to assume.
+//! IAM role names and ARNs: from a container's `bastion.role` label (or
+//! an access file's `role`) to the role to assume, refusing what STS would.
 
 /// The role a container may use: its ARN and the name IMDS lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +56,8 @@ impl RoleNaming {
     }
 }
 
-fn parse_arn(arn: &str) -> Result<Role, RoleError> {
+/// A role ARN as STS accepts it (`arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`).
+pub fn parse_arn(arn: &str) -> Result<Role, RoleError> {
     let bad = || RoleError::BadArn {
         label: arn.to_owned(),
     };

@@ -681,36 +681,40 @@ fn an_exported_session_renders_in_chromium() {
     });
     let (_dir, page) = export_page(&start);
 
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium (apt-get install chromium; test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dom = String::from_utf8_lossy(&out.stdout);
-    // The player built its terminal inside #player and drew the recorded
-    // lines into it (the recording itself sits in a <script>, outside).
-    let player = dom
-        .split_once(r#"<div id="player">"#)
-        .and_then(|(_, rest)| rest.split_once("<aside>"))
-        .map(|(player, _)| player)
-        .expect("the player's container");
+    // The player starts its terminal (WebAssembly) asynchronously, outside
+    // Chromium's virtual time: on a loaded machine the DOM can be dumped
+    // before it has drawn anything. Such a dump shows an empty player
+    // (00:00-00:00) and is taken again, at most three times in all.
+    let mut dom = String::new();
+    for _ in 0..3 {
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium (apt-get install chromium; test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        if visible_text(player_of(&dom)).contains(marker.as_str()) {
+            break;
+        }
+    }
+    let player = player_of(&dom);
     assert!(player.contains("ap-term"), "no player terminal:\n{player}");
     let shown = visible_text(player);
     for text in [
@@ -729,6 +733,16 @@ fn an_exported_session_renders_in_chromium() {
     assert!(dom.contains(&u.name));
     assert!(dom.contains(&marker));
     assert!(dom.contains("intact (matches session.end)"), "{dom}");
+}
+
+/// The player's part of an exported page's DOM: the player builds its
+/// terminal inside #player and draws the recorded lines into it (the
+/// recording itself sits in a <script>, outside).
+fn player_of(dom: &str) -> &str {
+    dom.split_once(r#"<div id="player">"#)
+        .and_then(|(_, rest)| rest.split_once("<aside>"))
+        .map(|(player, _)| player)
+        .expect("the player's container")
 }
 
 /// The text of an HTML fragment: tags out, entities decoded (the player

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
+use crate::access::apply::{self as access_apply, ApplyError};
+use crate::access::host::HostLayout;
 use crate::access::{self, AccessError, AccessFile};
+use crate::broker::container::ContainerManager;
 use crate::config::{Config, ConfigError};
 use crate::secure_file::SecureFileError;
 
@@ -32,6 +35,10 @@ pub enum AccessCommandError {
     Access(#[from] AccessError),
     #[error(transparent)]
     Render(#[from] access::render::RenderError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// The bastion's config, to check the access file against; its defaults
@@ -74,4 +81,62 @@ pub fn access_render(
     let rendered = access::render::render(&access)?;
     access::render::write(out, &rendered)?;
     Ok(rendered.keys().map(|p| out.join(p)).collect())
+}
+
+/// What `access plan` or `access apply` found or did.
+pub struct AccessOutcome {
+    /// The plan, as shown to ops.
+    pub shown: String,
+    /// Changes pending (plan) or made (apply).
+    pub changes: usize,
+}
+
+/// The users' containers, when the Docker Engine answers.
+async fn container_manager(config: &Config) -> Option<ContainerManager> {
+    let (docker, _) = crate::contract::docker::connect(config.bastiond.docker_host.as_deref())
+        .await
+        .ok()?;
+    docker.ping().await.ok()?;
+    let audit = access_apply::audit_log(config).ok()?;
+    Some(ContainerManager::new(docker, audit))
+}
+
+/// `bastionctl access plan`: what apply would change.
+pub async fn access_plan(config: &Path, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
+    let config = Config::load(config)?;
+    let loaded = access_apply::load(path, &config)?;
+    let containers = container_manager(&config).await;
+    let planned = access_apply::make_plan(
+        &loaded,
+        &config,
+        &HostLayout::default(),
+        containers.as_ref(),
+    )
+    .await?;
+    Ok(AccessOutcome {
+        shown: planned.plan.to_string(),
+        changes: planned.plan.changes.len(),
+    })
+}
+
+/// `bastionctl access apply`: makes the host match, under the lock.
+pub async fn access_apply(config: &Path, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
+    let config = Config::load(config)?;
+    let _lock = access_apply::lock(Path::new(access_apply::LOCK_PATH))?;
+    let loaded = access_apply::load(path, &config)?;
+    let audit = access_apply::audit_log(&config)?;
+    let containers = container_manager(&config).await;
+    let layout = HostLayout::default();
+    let planned = access_apply::make_plan(&loaded, &config, &layout, containers.as_ref()).await?;
+    let shown = planned.plan.to_string();
+    let changes = access_apply::apply(
+        &loaded,
+        planned,
+        &config,
+        &layout,
+        &audit,
+        containers.as_ref(),
+    )
+    .await?;
+    Ok(AccessOutcome { shown, changes })
 }

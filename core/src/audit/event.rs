@@ -33,6 +33,22 @@ pub enum AuditEvent {
     /// knows its absence is not tampering).
     #[serde(rename = "recording.pruned")]
     RecordingPruned(RecordingPruned),
+    /// `bastionctl access apply` created a bastion user.
+    #[serde(rename = "access.user.added")]
+    AccessUserAdded(AccessUserChange),
+    /// … made an account of the managed group a working bastion user again
+    /// (unlocked, login shell, groups).
+    #[serde(rename = "access.user.updated")]
+    AccessUserUpdated(AccessUserChange),
+    /// … replaced a user's SSH keys.
+    #[serde(rename = "access.user.keys_changed")]
+    AccessUserKeysChanged(AccessUserChange),
+    /// … locked a user: sessions ended, container removed, home kept.
+    #[serde(rename = "access.user.locked")]
+    AccessUserLocked(AccessUserChange),
+    /// … finished applying an access file.
+    #[serde(rename = "access.applied")]
+    AccessApplied(AccessApplied),
 }
 
 impl AuditEvent {
@@ -48,6 +64,11 @@ impl AuditEvent {
             AuditEvent::CredentialsIssued(_) => "credentials.issued",
             AuditEvent::StsAssumeRole(_) => "sts.assume_role",
             AuditEvent::RecordingPruned(_) => "recording.pruned",
+            AuditEvent::AccessUserAdded(_) => "access.user.added",
+            AuditEvent::AccessUserUpdated(_) => "access.user.updated",
+            AuditEvent::AccessUserKeysChanged(_) => "access.user.keys_changed",
+            AuditEvent::AccessUserLocked(_) => "access.user.locked",
+            AuditEvent::AccessApplied(_) => "access.applied",
         }
     }
 }
@@ -227,6 +248,34 @@ pub struct RecordingPruned {
     pub path: PathBuf,
     pub sha256: Option<String>,
     /// Who pruned (the uid running bastionctl).
+    pub by_uid: u32,
+}
+
+/// `access.user.*`: one change `bastionctl access apply` made to a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessUserChange {
+    pub user: String,
+    pub uid: Option<u32>,
+    /// What was done, in words (`unlock`, `sessions ended`, …).
+    pub detail: Vec<String>,
+    /// Fingerprints (`SHA256:…`) of keys added and removed.
+    pub keys_added: Vec<String>,
+    pub keys_removed: Vec<String>,
+    /// SHA-256 of the access file applied.
+    pub access_sha256: String,
+    /// Who ran apply.
+    pub by_uid: u32,
+}
+
+/// `access.applied`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessApplied {
+    pub path: PathBuf,
+    pub sha256: String,
+    /// The group whose members the file manages.
+    pub group: String,
+    /// How many changes were made (0: the host already matched).
+    pub changes: u32,
     pub by_uid: u32,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use ipnet::Ipv4Net;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::problems::{Checks, KeyPath};
 
@@ -184,7 +184,7 @@ pub struct Overrides {
 }
 
 /// Limits where each field may be left to the defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartialLimits {
     pub pids: Option<i64>,
@@ -401,13 +401,20 @@ impl Overrides {
             settings.role = Some(role.clone());
         }
         if let Some(limits) = &self.limits {
-            settings.limits.pids = limits.pids.unwrap_or(settings.limits.pids);
-            settings.limits.memory = limits.memory.unwrap_or(settings.limits.memory);
-            settings.limits.cpus = limits.cpus.unwrap_or(settings.limits.cpus);
-            settings.limits.home = limits.home.unwrap_or(settings.limits.home);
-            settings.limits.tmp = limits.tmp.unwrap_or(settings.limits.tmp);
-            settings.limits.recordings = limits.recordings.unwrap_or(settings.limits.recordings);
+            limits.apply_to(&mut settings.limits);
         }
+    }
+}
+
+impl PartialLimits {
+    /// `limits` with each limit set here replaced.
+    pub fn apply_to(&self, limits: &mut Limits) {
+        limits.pids = self.pids.unwrap_or(limits.pids);
+        limits.memory = self.memory.unwrap_or(limits.memory);
+        limits.cpus = self.cpus.unwrap_or(limits.cpus);
+        limits.home = self.home.unwrap_or(limits.home);
+        limits.tmp = self.tmp.unwrap_or(limits.tmp);
+        limits.recordings = self.recordings.unwrap_or(limits.recordings);
     }
 }
 

@@ -40,6 +40,12 @@ const RESERVED_USERS: &[&str] = &[
 
 pub(super) fn check(file: &AccessFile, config: &Config, checks: &mut Checks) {
     let root = KeyPath::root();
+    if !is_linux_name(&file.host.group) || file.host.group == "root" {
+        checks.bad(
+            root.key("host").key("group"),
+            "must be a Linux group name (1-32 of a-z 0-9 _ -), not root",
+        );
+    }
     check_aws(file, &root.key("aws"), checks);
     unique_names(
         file.clusters.iter().map(|c| c.name.as_str()),

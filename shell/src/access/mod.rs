@@ -10,8 +10,13 @@
 //! - [`render`] writes what the clusters and AWS need (RBAC, EKS access
 //!   entries, aws-auth, IAM trust policies), deterministic for review.
 
+pub mod applied;
+pub mod apply;
 mod check;
 pub mod grants;
+pub mod host;
+pub mod kubeconfig;
+pub mod plan;
 pub mod render;
 pub mod ssh_keys;
 
@@ -46,11 +51,34 @@ pub const MAX_FILE_BYTES: usize = 4 << 20;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessFile {
+    pub host: Host,
     pub aws: Aws,
     pub clusters: Vec<Cluster>,
     pub groups: Vec<Group>,
     pub users: Vec<User>,
 }
+
+/// `[host]`: which accounts of the bastion host the file manages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Host {
+    /// The group whose members are the file's users: apply creates users
+    /// in it, locks its members the file no longer lists as enabled, and
+    /// never touches an account outside it.
+    pub group: String,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Self {
+            group: LOGIN_GROUP.to_owned(),
+        }
+    }
+}
+
+/// The group sshd lets in (`AllowGroups`): every user apply creates is in
+/// it, besides `host.group` when that is another group.
+pub const LOGIN_GROUP: &str = "bastion-users";
 
 /// `[aws]`: how users' IAM roles are named, and who may assume them.
 #[derive(Debug, Clone, Deserialize)]

@@ -122,6 +122,10 @@ enum SessionsCmd {
 enum AccessCmd {
     /// Validate the access file; every problem with its line and key; exit 1 on any.
     Check,
+    /// Show what apply would change; exit 0 when nothing, 2 when changes are pending.
+    Plan,
+    /// Make the host match the access file (users, keys, locks), under a lock.
+    Apply,
     /// Write RBAC, EKS access entries or aws-auth, and IAM roles for review.
     Render {
         /// Output folder (created; an earlier render's files are replaced).
@@ -141,6 +145,9 @@ enum AuditCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Access { access, command } = &cli.command {
+        return access_command(&cli.config, access, command);
+    }
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -192,9 +199,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 Ok(false)
             }
         };
-    }
-    if let Command::Access { access, command } = &cli.command {
-        return access_command(&cli.config, access, command);
     }
     let config = Config::load(&cli.config)?;
     let ctx = ReviewContext::from_config(&config.recording);
@@ -293,32 +297,53 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// `bastionctl access …`: an access file that cannot be used (its
-/// problems, one a line) exits 1; other failures are errors (exit 2).
+/// `bastionctl access …`. Exit codes: 0 done (plan: nothing pending),
+/// 1 the access file cannot be used (its problems, one a line) or a step
+/// failed, 2 (plan only) changes are pending.
 fn access_command(
     config: &std::path::Path,
     access: &std::path::Path,
     command: &AccessCmd,
-) -> anyhow::Result<bool> {
-    use bastion::ctl::AccessCommandError;
+) -> ExitCode {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    };
     let result = match command {
         AccessCmd::Check => bastion::ctl::access_check(config, access).map(|summary| {
             println!("{summary}");
+            ExitCode::SUCCESS
         }),
         AccessCmd::Render { out } => {
             bastion::ctl::access_render(config, access, out).map(|files| {
                 for file in files {
                     println!("wrote {}", file.display());
                 }
+                ExitCode::SUCCESS
             })
         }
+        AccessCmd::Plan => runtime()
+            .block_on(bastion::ctl::access_plan(config, access))
+            .map(|outcome| {
+                print!("{}", outcome.shown);
+                if outcome.changes == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                }
+            }),
+        AccessCmd::Apply => runtime()
+            .block_on(bastion::ctl::access_apply(config, access))
+            .map(|outcome| {
+                print!("{}", outcome.shown);
+                println!("Applied: {} change(s) made.", outcome.changes);
+                ExitCode::SUCCESS
+            }),
     };
-    match result {
-        Ok(()) => Ok(true),
-        Err(AccessCommandError::Access(e)) => {
-            eprintln!("{e}");
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("bastionctl: {e}");
+        ExitCode::FAILURE
+    })
 }

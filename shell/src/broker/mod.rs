@@ -182,6 +182,8 @@ pub struct Broker {
     pub live: Arc<LiveSessions>,
     /// Users' recording budgets, reserved by their live sessions.
     pub budgets: Arc<recording::budget::Budgets>,
+    /// What `bastionctl access apply` last made true (re-read when changed).
+    pub access: Arc<crate::access::applied::AppliedStates>,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
@@ -206,6 +208,7 @@ impl Broker {
             audit,
             live: Arc::default(),
             budgets: Arc::default(),
+            access: Arc::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         })

@@ -117,6 +117,12 @@ pub(super) fn build_spec(
         env.push(format!(
             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={TOKEN_PATH_IN_CONTAINER}"
         ));
+        // The user's own kubeconfig first, then the clusters of the access
+        // file (crate::access::kubeconfig; absent files are skipped).
+        env.push(format!(
+            "KUBECONFIG={}",
+            crate::access::kubeconfig::kubeconfig_env(&home)
+        ));
         binds.extend(files.binds());
         network
     } else {

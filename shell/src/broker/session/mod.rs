@@ -34,6 +34,8 @@ use super::records::{self, RecordingObserver};
 use super::request::{self, FirstFrame, Received, RequestError};
 use super::session_cgroup::{self, SessionCgroup, SessionCgroupError};
 use super::{Broker, LiveGuard, limits};
+use crate::access::applied::{Admission, AppliedUser};
+use crate::access::kubeconfig;
 use crate::audit::SessionKind;
 use crate::config::{Config, ResolveError, UserSettings};
 use crate::protocol::{self, EXIT_BASTION_FAILURE, Request, ServerMessage};
@@ -48,6 +50,12 @@ pub enum SessionError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     NotAllowed(#[from] ResolveError),
+    #[error(
+        "user {user} is not an enabled user of the access file applied for group {group}: locked or removed"
+    )]
+    Locked { user: String, group: String },
+    #[error("cannot read what the access file allows: {0}")]
+    AccessState(#[source] crate::access::applied::AppliedError),
     #[error(transparent)]
     Container(#[from] ContainerError),
     #[error("cannot create an exec in {container}: {source}")]
@@ -70,13 +78,19 @@ impl SessionError {
     /// A login refused for who the caller is (any local account can cause
     /// these: their log lines are rate limited).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::NotAllowed(_) | Self::Identity(_))
+        matches!(
+            self,
+            Self::NotAllowed(_) | Self::Identity(_) | Self::Locked { .. }
+        )
     }
 
     /// The one line the user sees.
     pub fn user_message(&self) -> String {
         match self {
             Self::NotAllowed(e) => e.to_string(),
+            Self::Locked { .. } => {
+                "your access to this bastion has been removed; ask the bastion admins if that is a mistake".into()
+            }
             Self::Identity(IdentityError::BadName { name, .. }) => {
                 format!("the user name {name:?} cannot be used on this bastion; please tell the bastion admins")
             }
@@ -177,6 +191,9 @@ struct Identified {
     who: Identity,
     config: Arc<Config>,
     settings: UserSettings,
+    /// The user as the applied access file has them (their clusters);
+    /// `None` for a user no access file manages.
+    applied: Option<AppliedUser>,
     plan: Plan,
     /// Counted live from here on, so the reaper never stops a container a
     /// login is about to use.
@@ -242,7 +259,31 @@ impl Session<'_> {
             .await
             .expect("identity lookup panicked")?;
         let config = self.broker.config.current();
-        let settings = config.bastiond.resolve(&who.name, who.uid, &who.groups)?;
+        let mut settings = config.bastiond.resolve(&who.name, who.uid, &who.groups)?;
+        let admission = {
+            let (states, state_dir) = (
+                self.broker.access.clone(),
+                config.bastiond.state_dir.clone(),
+            );
+            let (name, groups) = (who.name.clone(), who.groups.clone());
+            tokio::task::spawn_blocking(move || states.admission(&state_dir, &name, &groups))
+                .await
+                .expect("access state read panicked")
+                .map_err(SessionError::AccessState)?
+        };
+        let applied = match admission {
+            Admission::Unmanaged => None,
+            Admission::Enabled { user, .. } => {
+                user.apply_to(&mut settings);
+                Some(user)
+            }
+            Admission::Refused { group } => {
+                return Err(SessionError::Locked {
+                    user: who.name.clone(),
+                    group,
+                });
+            }
+        };
         let live = self.broker.live.enter(&who.name, &self.id);
         self.phase("identified");
         Ok(Identified {
@@ -250,6 +291,7 @@ impl Session<'_> {
             who,
             config,
             settings,
+            applied,
             _live: live,
         })
     }
@@ -278,6 +320,9 @@ impl Session<'_> {
                 others_live,
             )
             .await?;
+        if let (Some(applied), ContainerKind::Shell) = (&user.applied, kind) {
+            self.write_kubeconfig(user, applied.clone()).await;
+        }
         self.phase(if running.remembered {
             "container ready (remembered)"
         } else {
@@ -295,6 +340,22 @@ impl Session<'_> {
             "session start"
         );
         Ok(running)
+    }
+
+    /// The user's kubeconfig from the applied access file, written into
+    /// their home (mounted now). A failure is logged and the login goes
+    /// on: kubectl then has the clusters of the previous login.
+    async fn write_kubeconfig(&self, user: &Identified, applied: AppliedUser) {
+        let home = user.config.bastiond.home_root.join(&user.who.name);
+        let (name, uid, gid) = (user.who.name.clone(), user.who.uid, user.who.gid);
+        let written = tokio::task::spawn_blocking(move || {
+            kubeconfig::install(&home, &name, uid, gid, &applied)
+        })
+        .await
+        .expect("kubeconfig writer panicked");
+        if let Err(error) = written {
+            tracing::warn!(session = %self.id, user = %user.who.name, %error, "kubeconfig not updated");
+        }
     }
 
     /// Phase 3: the records begun (`session.start`, the recording within

@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Creates (or brings up to date) a bastion user: a host account whose login
-# shell is bastion-shell, in group bastion-users, with password field `*`
-# (no password login; not `!`, which sshd without PAM treats as locked), and
-# the public key(s) of PUBKEY_FILE as /etc/bastion/authorized_keys/NAME.
+# Adds (or brings up to date) a bastion user through the access file:
+# `bastionctl access add-user` puts NAME with the public key(s) of
+# PUBKEY_FILE into /etc/bastion/access.toml (created when missing) and
+# applies it: a host account whose login shell is bastion-shell, in group
+# bastion-users, password field `*`, keys in /etc/bastion/authorized_keys/NAME.
+# Editing the access file and `bastionctl access apply` is the same path.
 #
 #   provisioning/add-user.sh NAME --key PUBKEY_FILE [--group G]... [--no-default-group]
 #
-#   --group G             also put the user in group G (created if missing)
-#   --no-default-group    do not put the user in bastion-users (sshd's
-#                         AllowGroups then refuses them: for tests of refusals)
+#   --group G             also in access-file group G (created without levels;
+#                         members join the host group G too)
+#   --no-default-group    for tests of refusals only: a plain host account
+#                         outside bastion-users, not in the access file
+#                         (sshd's AllowGroups then refuses it)
 #
-# Idempotent and safe to run concurrently. It refuses to turn an existing
-# account with another login shell into a bastion user.
+# Idempotent and safe to run concurrently (apply's lock). It refuses to turn
+# an existing host account outside bastion-users into a bastion user.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 usage() {
-    sed -n '7,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '9,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -66,36 +70,38 @@ done
 fingerprints="$(ssh-keygen -l -f "$key" 2>&1)" || die "$key holds no valid public key: $fingerprints"
 ! grep -q 'PRIVATE KEY' "$key" || die "$key is a private key; pass the public key (.pub)"
 
+if ((${#groups[@]} > 0)) && [[ "${groups[0]}" == "$BASTION_USERS_GROUP" ]]; then
+    args=()
+    for g in "${groups[@]:1}"; do
+        args+=(--group "$g")
+    done
+    exec /usr/local/bin/bastionctl --config "$BASTION_CONFIG" access --access "$BASTION_ACCESS" \
+        add-user "$name" --key "$key" "${args[@]}"
+fi
+
+# --no-default-group (tests of refusals): a host account outside
+# bastion-users, which neither sshd nor the access file lets in.
 ensure_dir "$BASTION_RUN" 0755
 exec 9>"$BASTION_RUN/add-user.lock"
 flock -w 120 9 || die "another add-user.sh has held $BASTION_RUN/add-user.lock for 120s"
-
 ensure_dir "$BASTION_HOST_HOME" 0555
 for g in "${groups[@]}"; do
-    getent group "$g" >/dev/null || groupadd --system "$g"
+    getent group "$g" >/dev/null || groupadd "$g"
 done
 group_list="$(
     IFS=,
     echo "${groups[*]}"
 )"
-
-if entry="$(getent passwd "$name")"; then
-    uid="$(cut -d: -f3 <<<"$entry")"
-    shell="$(cut -d: -f7 <<<"$entry")"
-    [[ "$uid" != 0 ]] || die "$name has uid 0; refusing"
-    [[ "$shell" == "$BASTION_SHELL" ]] ||
-        die "$name already exists with login shell $shell; refusing to turn a host account into a bastion user (if that is intended: usermod -s $BASTION_SHELL $name, then re-run)"
-    usermod -p '*' -d "$BASTION_HOST_HOME" ${group_list:+-a -G "$group_list"} "$name"
-    action=updated
+if getent passwd "$name" >/dev/null; then
+    [[ "$(getent passwd "$name" | cut -d: -f7)" == "$BASTION_SHELL" ]] ||
+        die "$name already exists with another login shell; refusing"
+    usermod -p '*' ${group_list:+-a -G "$group_list"} "$name"
 else
     useradd -M -U -d "$BASTION_HOST_HOME" -s "$BASTION_SHELL" -p '*' ${group_list:+-G "$group_list"} "$name"
-    action=created
 fi
-
 ensure_dir "$BASTION_KEYS_DIR" 0755
 tmp="$(mktemp)"
 trap 'rm -f "$tmp"' EXIT
 cat "$key" >"$tmp"
 install_if_changed "$tmp" "$BASTION_KEYS_DIR/$name" 0644 || true
-
-say "$action bastion user $name (uid $(id -u "$name"), groups $(id -Gn "$name" | tr ' ' ,)); key: $BASTION_KEYS_DIR/$name"
+say "host account $name (outside $BASTION_USERS_GROUP, not in the access file; uid $(id -u "$name"))"

@@ -23,6 +23,8 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 
 readonly DEMO_DIR="$BASTION_ETC/demo"
 readonly DEMO_USERS=(alice bob)
+# Their access-file groups (provisioning/demo-access.toml): their levels.
+declare -rA DEMO_GROUPS=([alice]=demo-powerusers [bob]=demo-readers)
 readonly IMAGE_TAG=bastion/user:latest
 readonly DOCKERD_MARKER="$BASTION_RUN/dockerd.started-by-install"
 readonly STS_DEMO_PORT="${STS_DEMO_PORT:-5000}"
@@ -199,6 +201,11 @@ ensure_demo_users() {
     ensure_dir "$DEMO_DIR/keys" 0755
     local owner="root" user key
     [[ -n "${SUDO_USER:-}" ]] && getent passwd "$SUDO_USER" >/dev/null && owner="$SUDO_USER"
+    # The demo's access file (clusters, levels), unless ops have their own.
+    if [[ ! -e "$BASTION_ACCESS" ]]; then
+        install -m 0644 -o root -g root "$BASTION_PROVISIONING/demo-access.toml" "$BASTION_ACCESS"
+        say "wrote $BASTION_ACCESS from provisioning/demo-access.toml"
+    fi
     for user in "${DEMO_USERS[@]}"; do
         key="$DEMO_DIR/keys/$user"
         if [[ ! -f "$key" ]]; then
@@ -208,9 +215,9 @@ ensure_demo_users() {
         chmod 0600 "$key"
         chmod 0644 "$key.pub"
         local out
-        out="$("$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub" 2>&1)" || die "$out"
+        out="$("$BASTION_PROVISIONING/add-user.sh" "$user" --key "$key.pub" --group "${DEMO_GROUPS[$user]}" 2>&1)" || die "$out"
         # Quiet when the user was already there.
-        if [[ "$out" == *created* ]]; then
+        if [[ "$out" == *"+ user"* ]]; then
             echo "$out" >&2
         fi
     done
@@ -332,6 +339,8 @@ print_summary() {
     for user in "${DEMO_USERS[@]}"; do
         echo "  ssh -i $DEMO_DIR/keys/$user -o UserKnownHostsFile=$DEMO_DIR/known_hosts -p $port $user@$addr"
     done
+    echo "Once in, \`kubectx\` lists the clusters the access file gives you (alice: poweruser on demo; bob: user in its namespace web)."
+    echo "Access: $BASTION_ACCESS (edit, then: bastionctl access check && bastionctl access plan && bastionctl access apply)"
     echo "Config: $BASTION_CONFIG   Logs: $BASTION_LOG_DIR/   Stop: $0 --down"
 }
 

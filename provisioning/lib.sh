@@ -10,6 +10,7 @@ BASTION_REPO="$(dirname "$BASTION_PROVISIONING")"
 readonly BASTION_PROVISIONING BASTION_REPO
 readonly BASTION_ETC=/etc/bastion
 readonly BASTION_CONFIG="${BASTION_CONFIG:-$BASTION_ETC/bastion.toml}"
+readonly BASTION_ACCESS="${BASTION_ACCESS:-$BASTION_ETC/access.toml}"
 readonly BASTION_RUN=/run/bastion
 readonly BASTION_LOG_DIR=/var/log/bastion
 readonly BASTION_SSHD_DIR="$BASTION_ETC/sshd"

@@ -39,6 +39,20 @@ pub enum AccessCommandError {
     Apply(#[from] ApplyError),
     #[error("cannot open the audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("cannot read the public key file {path}: {source}")]
+    KeysFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Edit(#[from] access::edit::EditError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The bastion's config, to check the access file against; its defaults
@@ -123,16 +137,98 @@ pub async fn access_plan(config: &Path, path: &Path) -> Result<AccessOutcome, Ac
 pub async fn access_apply(config: &Path, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
     let config = Config::load(config)?;
     let _lock = access_apply::lock(Path::new(access_apply::LOCK_PATH))?;
-    let loaded = access_apply::load(path, &config)?;
-    let audit = access_apply::audit_log(&config)?;
-    let containers = container_manager(&config).await;
+    apply_locked(&config, path).await
+}
+
+/// `bastionctl access add-user NAME --key FILE [--group G]…`: puts the user
+/// into the access file (creating it when missing) with exactly the keys
+/// of FILE, enabled, and applies it; under the lock, so that concurrent
+/// calls each keep the other's user.
+pub async fn access_add_user(
+    config: &Path,
+    path: &Path,
+    name: &str,
+    keys_file: &Path,
+    groups: &[String],
+) -> Result<AccessOutcome, AccessCommandError> {
+    let config = Config::load(config)?;
+    let _lock = access_apply::lock(Path::new(access_apply::LOCK_PATH))?;
+    let keys_text =
+        std::fs::read_to_string(keys_file).map_err(|source| AccessCommandError::KeysFile {
+            path: keys_file.to_owned(),
+            source,
+        })?;
+    let keys: Vec<String> = keys_text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let text = match crate::secure_file::read_trusted(path, crate::secure_file::Owner::Root) {
+        Ok(text) => text,
+        Err(SecureFileError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            NEW_ACCESS_FILE.to_owned()
+        }
+        Err(e) => return Err(AccessError::from(e).into()),
+    };
+    let edited = access::edit::add_user(&text, name, &keys, groups)?;
+    // The edited file must pass every check before it replaces the old one.
+    AccessFile::parse(&edited, &config).map_err(|e| match e {
+        access::ParseError::Invalid(problems) => AccessError::Invalid {
+            path: path.to_owned(),
+            problems,
+        },
+        access::ParseError::TooLarge(size) => AccessError::TooLarge {
+            path: path.to_owned(),
+            size,
+        },
+    })?;
+    replace_root_file(path, &edited)?;
+    apply_locked(&config, path).await
+}
+
+/// What `add-user` starts from when there is no access file yet.
+const NEW_ACCESS_FILE: &str = "\
+# /etc/bastion/access.toml: who may log in, with which SSH keys, as which
+# IAM role, on which clusters at which level (docs/access.md; a commented
+# example: provisioning/access.toml). Started by `bastionctl access
+# add-user`; yours to edit, then `bastionctl access apply`.
+";
+
+/// Writes a root-owned 0644 file whole (temporary file, then rename).
+fn replace_root_file(path: &Path, text: &str) -> Result<(), AccessCommandError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let write_err = |source| AccessCommandError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("toml.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(write_err)?;
+    file.write_all(text.as_bytes()).map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    std::fs::rename(&tmp, path).map_err(write_err)
+}
+
+async fn apply_locked(config: &Config, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
+    let loaded = access_apply::load(path, config)?;
+    let audit = access_apply::audit_log(config)?;
+    let containers = container_manager(config).await;
     let layout = HostLayout::default();
-    let planned = access_apply::make_plan(&loaded, &config, &layout, containers.as_ref()).await?;
+    let planned = access_apply::make_plan(&loaded, config, &layout, containers.as_ref()).await?;
     let shown = planned.plan.to_string();
     let changes = access_apply::apply(
         &loaded,
         planned,
-        &config,
+        config,
         &layout,
         &audit,
         containers.as_ref(),

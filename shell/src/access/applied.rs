@@ -34,6 +34,13 @@ pub struct AppliedUser {
     pub key_fingerprints: Vec<String>,
     /// Their IAM role's ARN (empty when disabled).
     pub role_arn: String,
+    /// The access file names the role itself (`role`), rather than
+    /// `aws.role_template` giving it: it then wins over bastion.toml.
+    #[serde(default)]
+    pub role_explicit: bool,
+    /// Their Linux supplementary groups from the access file (its groups).
+    #[serde(default)]
+    pub groups: Vec<String>,
     pub image: Option<String>,
     pub limits: Option<PartialLimits>,
     /// The clusters they have a level on, in file order.
@@ -80,6 +87,10 @@ pub enum AppliedError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the applied access state {path} is for group {group}, not the group it is named after; refusing it"
+    )]
+    WrongGroup { path: PathBuf, group: String },
     #[error("cannot read the CA file {path} of cluster {cluster}: {source}")]
     CaFile {
         cluster: String,
@@ -127,6 +138,8 @@ impl Applied {
                         .map(|k| k.fingerprint)
                         .collect(),
                     role_arn,
+                    role_explicit: user.role.is_some(),
+                    groups: user.groups.clone(),
                     image: user.image.clone(),
                     limits: user.limits,
                     clusters,
@@ -254,9 +267,11 @@ pub enum Admission {
 }
 
 impl AppliedUser {
-    /// `settings` with this user's role, image and limits.
+    /// `settings` (bastion.toml's for this user) with the access file's:
+    /// its `role`, `image` and `limits` win; the role template's role
+    /// applies only when bastion.toml sets none.
     pub fn apply_to(&self, settings: &mut UserSettings) {
-        if !self.role_arn.is_empty() {
+        if !self.role_arn.is_empty() && (self.role_explicit || settings.role.is_none()) {
             settings.role = Some(self.role_arn.clone());
         }
         if let Some(image) = &self.image {
@@ -268,76 +283,81 @@ impl AppliedUser {
     }
 }
 
-/// What identifies a version of a state file: path, mtime (s, ns), inode.
-type Stamp = (PathBuf, i64, i64, u64);
+/// What identifies a version of a state file: mtime (s, ns), inode, size.
+type Stamp = (i64, i64, u64, u64);
 
-/// The applied states of a bastion, re-read only when their files change.
+/// The applied states of a bastion, each re-read only when its file
+/// changes.
 #[derive(Debug, Default)]
 pub struct AppliedStates {
-    cache: Mutex<Option<(Vec<Stamp>, Vec<Applied>)>>,
+    cache: Mutex<std::collections::HashMap<PathBuf, (Stamp, Applied)>>,
 }
 
 impl AppliedStates {
     /// Who `user` (member of `groups`) is to the applied states under
-    /// `state_dir`.
+    /// `state_dir`. Only the states of the user's own groups are read: a
+    /// damaged state refuses its group's members, nobody else.
     pub fn admission(
         &self,
         state_dir: &Path,
         user: &str,
         groups: &[String],
     ) -> Result<Admission, AppliedError> {
-        let states = self.current(state_dir)?;
-        let mut managing = states
-            .iter()
-            .filter(|s| groups.contains(&s.group))
-            .peekable();
-        let Some(first) = managing.peek().map(|s| s.group.clone()) else {
-            return Ok(Admission::Unmanaged);
-        };
-        // In several managed groups: enabled by any of them is enough.
-        for state in managing {
+        let mut first = None;
+        for group in groups {
+            let Some(state) = self.state(&path(state_dir, group), group)? else {
+                continue;
+            };
+            // In several managed groups: enabled by any of them is enough.
             if let Some(applied) = state.users.get(user).filter(|u| u.enabled) {
                 return Ok(Admission::Enabled {
-                    group: state.group.clone(),
+                    group: group.clone(),
                     user: applied.clone(),
                 });
             }
+            first.get_or_insert_with(|| group.clone());
         }
-        Ok(Admission::Refused { group: first })
+        Ok(match first {
+            Some(group) => Admission::Refused { group },
+            None => Admission::Unmanaged,
+        })
     }
 
-    fn current(&self, state_dir: &Path) -> Result<Vec<Applied>, AppliedError> {
-        let dir = dir(state_dir);
-        let mut stamps = Vec::new();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    if path.extension().is_some_and(|e| e == "json")
-                        && let Ok(meta) = std::fs::symlink_metadata(&path)
-                    {
-                        stamps.push((path, meta.mtime(), meta.mtime_nsec(), meta.ino()));
-                    }
-                }
+    /// The state of `group` at `path`, from the cache while unchanged.
+    fn state(&self, path: &Path, group: &str) -> Result<Option<Applied>, AppliedError> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.cache.lock().expect("applied states lock").remove(path);
+                return Ok(None);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(AppliedError::Read { path: dir, source }),
-        }
-        stamps.sort();
-        let mut cache = self.cache.lock().expect("applied states lock");
-        if let Some((known, states)) = cache.as_ref()
-            && *known == stamps
+            Err(source) => {
+                return Err(AppliedError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let stamp = (meta.mtime(), meta.mtime_nsec(), meta.ino(), meta.size());
+        if let Some((known, state)) = self.cache.lock().expect("applied states lock").get(path)
+            && *known == stamp
         {
-            return Ok(states.clone());
+            return Ok(Some(state.clone()));
         }
-        let mut states = Vec::new();
-        for (path, ..) in &stamps {
-            if let Some(state) = Applied::read(path)? {
-                states.push(state);
-            }
+        let Some(state) = Applied::read(path)? else {
+            return Ok(None);
+        };
+        if state.group != group {
+            return Err(AppliedError::WrongGroup {
+                path: path.to_owned(),
+                group: state.group,
+            });
         }
-        *cache = Some((stamps, states.clone()));
-        Ok(states)
+        self.cache
+            .lock()
+            .expect("applied states lock")
+            .insert(path.to_owned(), (stamp, state.clone()));
+        Ok(Some(state))
     }
 }
 
@@ -420,6 +440,32 @@ mod tests {
                 group: "team".into()
             }
         );
+    }
+
+    #[test]
+    fn a_damaged_state_refuses_its_groups_members_only() {
+        let dir = tempfile::tempdir().unwrap();
+        state(&file(false))
+            .write(&path(dir.path(), "team"))
+            .unwrap();
+        std::fs::write(path(dir.path(), "other"), "{ not json").unwrap();
+        let states = AppliedStates::default();
+        assert!(matches!(
+            states
+                .admission(dir.path(), "alice", &["team".into()])
+                .unwrap(),
+            Admission::Enabled { .. }
+        ));
+        assert!(matches!(
+            states.admission(dir.path(), "carol", &["other".into()]),
+            Err(AppliedError::Parse { .. })
+        ));
+        // A state copied under another group's name is refused too.
+        std::fs::copy(path(dir.path(), "team"), path(dir.path(), "other")).unwrap();
+        assert!(matches!(
+            states.admission(dir.path(), "alice", &["other".into()]),
+            Err(AppliedError::WrongGroup { .. })
+        ));
     }
 
     #[test]

@@ -173,6 +173,10 @@ pub async fn apply(
     for change in &planned.plan.changes {
         match change {
             Change::AddUser { user, keys } => {
+                let mut groups = groups.clone();
+                if let Some(u) = access.user(user) {
+                    groups.extend(u.groups.iter().map(String::as_str));
+                }
                 layout.create(user, &groups)?;
                 layout.write_keys(user, &keys_file(keys))?;
                 let uid = uzers::get_user_by_name(user).map(|u| u.uid());
@@ -184,8 +188,15 @@ pub async fn apply(
                 event.keys_added = keys.iter().map(|k| k.fingerprint.clone()).collect();
                 record(AuditEvent::AccessUserAdded(event))?;
             }
-            Change::RepairUser { user, what } => {
-                layout.repair(user, &groups)?;
+            Change::RepairUser {
+                user,
+                what,
+                join,
+                leave,
+            } => {
+                let join: Vec<&str> = join.iter().map(String::as_str).collect();
+                let leave: Vec<&str> = leave.iter().map(String::as_str).collect();
+                layout.repair(user, &join, &leave)?;
                 let uid = planned.host.members.get(user).map(|a| a.uid);
                 record(AuditEvent::AccessUserUpdated(change_event(
                     user,

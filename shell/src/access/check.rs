@@ -38,6 +38,39 @@ const RESERVED_USERS: &[&str] = &[
     "systemd-timesync",
 ];
 
+/// Host groups that give their members power over the host (root by
+/// another name, the Docker socket, disks, logs, the kernel): an access
+/// file group may not be one of them (plan also refuses any other
+/// existing system group that is not bastion's own).
+const PRIVILEGED_GROUPS: &[&str] = &[
+    "root",
+    "sudo",
+    "wheel",
+    "admin",
+    "adm",
+    "staff",
+    "docker",
+    "lxd",
+    "kvm",
+    "libvirt",
+    "disk",
+    "shadow",
+    "kmem",
+    "tty",
+    "utmp",
+    "input",
+    "systemd-journal",
+    "sys",
+    "bin",
+    "daemon",
+    "operator",
+    "lpadmin",
+    "netdev",
+    "plugdev",
+    "sambashare",
+    "bastion-users",
+];
+
 pub(super) fn check(file: &AccessFile, config: &Config, checks: &mut Checks) {
     let root = KeyPath::root();
     if !is_linux_name(&file.host.group) || file.host.group == "root" {
@@ -64,10 +97,15 @@ pub(super) fn check(file: &AccessFile, config: &Config, checks: &mut Checks) {
     );
     for (i, group) in file.groups.iter().enumerate() {
         let at = root.key("groups").index(i);
-        if !is_simple_name(&group.name, 64) {
+        if !is_linux_name(&group.name) {
             checks.bad(
                 at.key("name"),
-                "must be 1-64 of a-z 0-9 _ - starting with a letter or digit",
+                "must be a Linux group name: 1-32 of a-z 0-9 _ - starting with a letter or _ (members join it on the host)",
+            );
+        } else if PRIVILEGED_GROUPS.contains(&group.name.as_str()) {
+            checks.bad(
+                at.key("name"),
+                "is a host group that grants privileges on the bastion host itself; bastion users never join it",
             );
         }
         check_grants(&group.levels, file, &at.key("levels"), checks);
@@ -374,15 +412,6 @@ pub fn is_linux_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (1..=32).contains(&bytes.len())
         && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-fn is_simple_name(name: &str, max: usize) -> bool {
-    let bytes = name.as_bytes();
-    (1..=max).contains(&bytes.len())
-        && bytes[0].is_ascii_alphanumeric()
         && bytes
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')

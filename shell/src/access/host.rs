@@ -174,20 +174,33 @@ impl HostLayout {
             .args(["-p", "*", "-G", &groups.join(","), "--", name]))
     }
 
-    /// Makes an existing member a bastion user again: shell, groups, unlocked.
-    pub fn repair(&self, name: &str, groups: &[&str]) -> Result<(), HostError> {
-        for group in groups {
+    /// Makes an existing member a bastion user again: shell, unlocked,
+    /// in `join`, out of `leave`.
+    pub fn repair(&self, name: &str, join: &[&str], leave: &[&str]) -> Result<(), HostError> {
+        for group in join {
             ensure_group(group)?;
         }
-        run(Command::new("usermod").arg("-s").arg(&self.shell).args([
-            "-a",
-            "-G",
-            &groups.join(","),
-            "-p",
-            "*",
-            "--",
-            name,
-        ]))
+        let mut usermod = Command::new("usermod");
+        usermod.arg("-s").arg(&self.shell).args(["-p", "*"]);
+        if !join.is_empty() {
+            usermod.args(["-a", "-G", &join.join(",")]);
+        }
+        run(usermod.args(["--", name]))?;
+        for group in leave {
+            run(Command::new("gpasswd").args(["-d", name, group]))?;
+        }
+        Ok(())
+    }
+
+    /// Group `name`'s gid and listed members, if the host has it.
+    pub fn group(&self, name: &str) -> Option<(u32, Vec<String>)> {
+        let group = uzers::get_group_by_name(name)?;
+        let members = group
+            .members()
+            .iter()
+            .map(|m| m.to_string_lossy().into_owned())
+            .collect();
+        Some((group.gid(), members))
     }
 
     /// Locks `name` now: password field `!…`, no keys, every process of
@@ -265,11 +278,18 @@ pub fn groups_for(managed: &str) -> Vec<&str> {
     }
 }
 
+/// Creates `group` unless it exists: a regular group (gid 1000 and up;
+/// plan refuses to put users into other system groups).
 fn ensure_group(group: &str) -> Result<(), HostError> {
     if uzers::get_group_by_name(group).is_some() {
         return Ok(());
     }
-    run(Command::new("groupadd").args(["--system", "--", group]))
+    let system = group == LOGIN_GROUP;
+    let mut groupadd = Command::new("groupadd");
+    if system {
+        groupadd.arg("--system");
+    }
+    run(groupadd.args(["--", group]))
 }
 
 fn run(command: &mut Command) -> Result<(), HostError> {

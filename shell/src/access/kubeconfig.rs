@@ -415,6 +415,8 @@ mod tests {
             enabled: true,
             key_fingerprints: vec![],
             role_arn: "arn:aws:iam::123456789012:role/bastion-alice".into(),
+            role_explicit: false,
+            groups: vec![],
             image: None,
             limits: None,
             clusters,

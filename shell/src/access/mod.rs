@@ -13,6 +13,7 @@
 pub mod applied;
 pub mod apply;
 mod check;
+pub mod edit;
 pub mod grants;
 pub mod host;
 pub mod kubeconfig;

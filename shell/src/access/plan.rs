@@ -16,8 +16,13 @@ pub enum Change {
     /// A new host account with these keys.
     AddUser { user: String, keys: Vec<CheckedKey> },
     /// An account of the managed group made a working bastion user again
-    /// (shell, groups, unlocked).
-    RepairUser { user: String, what: Vec<String> },
+    /// (shell, unlocked), and its access-file groups joined or left.
+    RepairUser {
+        user: String,
+        what: Vec<String>,
+        join: Vec<String>,
+        leave: Vec<String>,
+    },
     /// The user's `authorized_keys` replaced.
     SetKeys {
         user: String,
@@ -66,6 +71,10 @@ pub enum PlanError {
     },
     #[error("user {user} exists with uid 0; refusing")]
     Root { user: String },
+    #[error(
+        "group {group} is an existing system group (gid {gid}) that is not the bastion's own; bastion users never join it: rename the group in the access file"
+    )]
+    PrivilegedGroup { group: String, gid: u32 },
 }
 
 /// Everything `apply` would do, in order.
@@ -87,6 +96,8 @@ pub struct HostView {
     pub containers: Option<BTreeSet<String>>,
     /// The login shell bastion users must have.
     pub shell: std::path::PathBuf,
+    /// The host groups the file's groups name: gid and listed members.
+    pub groups: BTreeMap<String, (u32, Vec<String>)>,
 }
 
 impl HostView {
@@ -105,11 +116,17 @@ impl HostView {
                 others.insert(user.name.clone(), account);
             }
         }
+        let groups = access
+            .groups
+            .iter()
+            .filter_map(|g| Some((g.name.clone(), layout.group(&g.name)?)))
+            .collect();
         Ok(Self {
             members,
             others,
             containers,
             shell: layout.shell.clone(),
+            groups,
         })
     }
 }
@@ -141,7 +158,21 @@ pub fn plan(
             "Docker Engine did not answer: containers of locked users were not checked".into(),
         );
     }
+    // Users join the file's groups on the host: never a system group that
+    // is not the bastion's own (all its members bastion users).
+    for (name, (gid, members)) in &host.groups {
+        let used = access.enabled_users().any(|u| u.groups.contains(name));
+        let bastions_own =
+            !members.is_empty() && members.iter().all(|m| host.members.contains_key(m));
+        if used && *gid < 1000 && !bastions_own {
+            return Err(PlanError::PrivilegedGroup {
+                group: name.clone(),
+                gid: *gid,
+            });
+        }
+    }
     let needed_groups = groups_for(group);
+    let file_groups: Vec<&str> = access.groups.iter().map(|g| g.name.as_str()).collect();
     for user in access.enabled_users() {
         let keys: Vec<CheckedKey> = user.keys.iter().filter_map(|k| check_key(k).ok()).collect();
         if let Some(other) = host.others.get(&user.name) {
@@ -180,15 +211,28 @@ pub fn plan(
                 host.shell.display()
             ));
         }
-        for g in &needed_groups {
-            if !account.groups.iter().any(|have| have == g) {
-                what.push(format!("join group {g}"));
-            }
-        }
+        let wanted = needed_groups
+            .iter()
+            .copied()
+            .chain(user.groups.iter().map(String::as_str));
+        let join: Vec<String> = wanted
+            .filter(|g| !account.groups.iter().any(|have| have == g))
+            .map(str::to_owned)
+            .collect();
+        let leave: Vec<String> = account
+            .groups
+            .iter()
+            .filter(|g| file_groups.contains(&g.as_str()) && !user.groups.contains(g))
+            .cloned()
+            .collect();
+        what.extend(join.iter().map(|g| format!("join group {g}")));
+        what.extend(leave.iter().map(|g| format!("leave group {g}")));
         if !what.is_empty() {
             plan.changes.push(Change::RepairUser {
                 user: user.name.clone(),
                 what,
+                join,
+                leave,
             });
         }
         let wanted = keys_file(&keys);
@@ -307,7 +351,7 @@ impl fmt::Display for Plan {
                         writeln!(f, "    + key {}", key.fingerprint)?;
                     }
                 }
-                Change::RepairUser { user, what } => {
+                Change::RepairUser { user, what, .. } => {
                     writeln!(f, "~ user {user}: {}", what.join(", "))?;
                 }
                 Change::SetKeys {
@@ -370,6 +414,7 @@ mod tests {
             others: others.into_iter().map(|a| (a.name.clone(), a)).collect(),
             containers: Some(["bob".to_owned()].into()),
             shell: PathBuf::from(SHELL),
+            groups: Default::default(),
         }
     }
 

@@ -126,6 +126,16 @@ enum AccessCmd {
     Plan,
     /// Make the host match the access file (users, keys, locks), under a lock.
     Apply,
+    /// Put a user into the access file (keys from FILE, enabled) and apply it.
+    AddUser {
+        name: String,
+        /// Their public key(s), one a line (a .pub file).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Also a member of this access-file group (created without levels).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+    },
     /// Write RBAC, EKS access entries or aws-auth, and IAM roles for review.
     Render {
         /// Output folder (created; an earlier render's files are replaced).
@@ -333,6 +343,15 @@ fn access_command(
                 } else {
                     ExitCode::from(2)
                 }
+            }),
+        AccessCmd::AddUser { name, key, groups } => runtime()
+            .block_on(bastion::ctl::access_add_user(
+                config, access, name, key, groups,
+            ))
+            .map(|outcome| {
+                print!("{}", outcome.shown);
+                println!("Applied: {} change(s) made.", outcome.changes);
+                ExitCode::SUCCESS
             }),
         AccessCmd::Apply => runtime()
             .block_on(bastion::ctl::access_apply(config, access))

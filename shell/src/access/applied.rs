@@ -261,7 +261,10 @@ pub enum Admission {
     /// In no managed group: bastion.toml alone decides.
     Unmanaged,
     /// An enabled user of the applied state of `group`.
-    Enabled { group: String, user: AppliedUser },
+    Enabled {
+        group: String,
+        user: Box<AppliedUser>,
+    },
     /// A member of a managed group that is not an enabled user of it.
     Refused { group: String },
 }
@@ -312,7 +315,7 @@ impl AppliedStates {
             if let Some(applied) = state.users.get(user).filter(|u| u.enabled) {
                 return Ok(Admission::Enabled {
                     group: group.clone(),
-                    user: applied.clone(),
+                    user: Box::new(applied.clone()),
                 });
             }
             first.get_or_insert_with(|| group.clone());

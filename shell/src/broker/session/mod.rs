@@ -275,7 +275,7 @@ impl Session<'_> {
             Admission::Unmanaged => None,
             Admission::Enabled { user, .. } => {
                 user.apply_to(&mut settings);
-                Some(user)
+                Some(*user)
             }
             Admission::Refused { group } => {
                 return Err(SessionError::Locked {

@@ -47,6 +47,8 @@ pub enum AccessCommandError {
     },
     #[error(transparent)]
     Edit(#[from] access::edit::EditError),
+    #[error(transparent)]
+    Iam(#[from] access::iam::IamError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: std::path::PathBuf,
@@ -115,8 +117,19 @@ async fn container_manager(config: &Config) -> Option<ContainerManager> {
     Some(ContainerManager::new(docker, audit))
 }
 
+/// With `--iam`: where the IAM API is (`None`: the SDK's default).
+#[derive(Debug, Clone, Default)]
+pub struct IamOptions {
+    pub enabled: bool,
+    pub endpoint: Option<String>,
+}
+
 /// `bastionctl access plan`: what apply would change.
-pub async fn access_plan(config: &Path, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
+pub async fn access_plan(
+    config: &Path,
+    path: &Path,
+    iam: &IamOptions,
+) -> Result<AccessOutcome, AccessCommandError> {
     let config = Config::load(config)?;
     let loaded = access_apply::load(path, &config)?;
     let containers = container_manager(&config).await;
@@ -127,17 +140,78 @@ pub async fn access_plan(config: &Path, path: &Path) -> Result<AccessOutcome, Ac
         containers.as_ref(),
     )
     .await?;
-    Ok(AccessOutcome {
-        shown: planned.plan.to_string(),
-        changes: planned.plan.changes.len(),
-    })
+    let mut shown = planned.plan.to_string();
+    let mut changes = planned.plan.changes.len();
+    if iam.enabled {
+        let client = access::iam::client(iam.endpoint.as_deref()).await;
+        let roles = access::iam::pending(&client, &loaded.access).await?;
+        shown.push_str(&iam_lines(&roles));
+        changes += roles.len();
+    }
+    Ok(AccessOutcome { shown, changes })
 }
 
-/// `bastionctl access apply`: makes the host match, under the lock.
-pub async fn access_apply(config: &Path, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
+fn iam_lines(roles: &[access::iam::RoleChange]) -> String {
+    use access::iam::RoleChange;
+    if roles.is_empty() {
+        return "IAM: every user's role matches the access file.\n".to_owned();
+    }
+    roles
+        .iter()
+        .map(|r| match r {
+            RoleChange::Created { user, arn } => format!("+ IAM role {arn} (for {user})\n"),
+            RoleChange::TrustUpdated { user, arn } => {
+                format!("~ IAM role {arn} (for {user}): trust policy replaced\n")
+            }
+        })
+        .collect()
+}
+
+/// `bastionctl access apply`: makes the host match, under the lock; with
+/// `--iam`, the users' IAM roles too.
+pub async fn access_apply(
+    config: &Path,
+    path: &Path,
+    iam: &IamOptions,
+) -> Result<AccessOutcome, AccessCommandError> {
     let config = Config::load(config)?;
     let _lock = access_apply::lock(Path::new(access_apply::LOCK_PATH))?;
-    apply_locked(&config, path).await
+    let mut outcome = apply_locked(&config, path).await?;
+    if iam.enabled {
+        let loaded = access_apply::load(path, &config)?;
+        let client = access::iam::client(iam.endpoint.as_deref()).await;
+        let roles = access::iam::sync(&client, &loaded.access).await?;
+        let audit = access_apply::audit_log(&config)?;
+        for role in &roles {
+            audit_role(&audit, role, &loaded.sha256)?;
+        }
+        outcome.shown.push_str(&iam_lines(&roles));
+        outcome.changes += roles.len();
+    }
+    Ok(outcome)
+}
+
+fn audit_role(
+    audit: &crate::audit::AuditLog,
+    role: &access::iam::RoleChange,
+    sha256: &str,
+) -> Result<(), AccessCommandError> {
+    use crate::audit::{AccessRoleChange, AuditEvent};
+    use access::iam::RoleChange;
+    let change = |user: &str, arn: &str| AccessRoleChange {
+        user: user.to_owned(),
+        role_arn: arn.to_owned(),
+        access_sha256: sha256.to_owned(),
+        by_uid: nix::unistd::getuid().as_raw(),
+    };
+    let event = match role {
+        RoleChange::Created { user, arn } => AuditEvent::AccessRoleCreated(change(user, arn)),
+        RoleChange::TrustUpdated { user, arn } => {
+            AuditEvent::AccessRoleTrustUpdated(change(user, arn))
+        }
+    };
+    audit.append(&event)?;
+    Ok(())
 }
 
 /// `bastionctl access add-user NAME --key FILE [--group G]…`: puts the user

@@ -381,3 +381,105 @@ fn sts_identity_of_token(token: &str) -> String {
     ]));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+fn access_iam(path: &Path, command: &str) -> Output {
+    Command::new("/usr/local/bin/bastionctl")
+        .args(["access", "--access", path.to_str().unwrap(), command])
+        .args(["--iam", "--iam-endpoint", "http://127.0.0.1:5000"])
+        // The demo's STS server is all of moto on loopback: its IAM too.
+        .env("AWS_ACCESS_KEY_ID", "bastion-e2e")
+        .env("AWS_SECRET_ACCESS_KEY", "bastion-e2e")
+        .output()
+        .unwrap()
+}
+
+fn moto_role(name: &str) -> serde_json::Value {
+    let out = run_ok(
+        Command::new("aws")
+            .args([
+                "--endpoint-url",
+                "http://127.0.0.1:5000",
+                "--region",
+                "us-east-1",
+            ])
+            .args(["iam", "get-role", "--role-name", name, "--output", "json"])
+            .env("AWS_ACCESS_KEY_ID", "bastion-e2e")
+            .env("AWS_SECRET_ACCESS_KEY", "bastion-e2e"),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn apply_iam_creates_and_updates_the_users_roles_through_the_iam_api() {
+    require_bastion();
+    let dan = key("bt-iam-dan");
+    fresh(&[&dan]);
+    // Roles of this run only (moto keeps its state across runs).
+    let prefix = format!("bt{}", std::process::id());
+    let file = |bastion_role: &str| {
+        format!(
+            "[host]\ngroup = \"bt-iam\"\n[aws]\naccount_id = \"123456789012\"\n\
+             role_template = \"arn:aws:iam::123456789012:role/{prefix}-{{user}}\"\n\
+             bastion_role = \"arn:aws:iam::123456789012:role/{bastion_role}\"\n\n{}",
+            user_block(&dan, "")
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let role = format!("{prefix}-bt-iam-dan");
+    let before = audit_events().len();
+
+    let path = write_access(dir.path(), &file("bastion-host"));
+    let out = access_iam(&path, "plan");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("+ IAM role arn:aws:iam::123456789012:role/{role}")),
+        "{}",
+        text(&out)
+    );
+    let out = access_iam(&path, "apply");
+    assert!(out.status.success(), "{}", text(&out));
+    let got = moto_role(&role);
+    let trust = &got["Role"]["AssumeRolePolicyDocument"];
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::123456789012:role/bastion-host",
+        "{got}"
+    );
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["sts:SourceIdentity"],
+        "bt-iam-dan"
+    );
+    assert_eq!(got["Role"]["MaxSessionDuration"], 3600);
+    let out = access_iam(&path, "plan");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("IAM: every user's role matches"),
+        "{}",
+        text(&out)
+    );
+
+    // The bastion's role changes: the trust policy follows.
+    let path = write_access(dir.path(), &file("bastion-host-2"));
+    let out = access_iam(&path, "apply");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("trust policy replaced"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        moto_role(&role)["Role"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:role/bastion-host-2"
+    );
+    let out = access_iam(&path, "plan");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let events = events_since(before);
+    for name in ["access.role.created", "access.role.trust_updated"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == name && e["user"] == "bt-iam-dan"),
+            "no {name}"
+        );
+    }
+}

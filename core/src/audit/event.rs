@@ -46,6 +46,12 @@ pub enum AuditEvent {
     /// … locked a user: sessions ended, container removed, home kept.
     #[serde(rename = "access.user.locked")]
     AccessUserLocked(AccessUserChange),
+    /// … (`--iam`) created a user's IAM role.
+    #[serde(rename = "access.role.created")]
+    AccessRoleCreated(AccessRoleChange),
+    /// … (`--iam`) replaced a user's IAM role's trust policy.
+    #[serde(rename = "access.role.trust_updated")]
+    AccessRoleTrustUpdated(AccessRoleChange),
     /// … finished applying an access file.
     #[serde(rename = "access.applied")]
     AccessApplied(AccessApplied),
@@ -68,6 +74,8 @@ impl AuditEvent {
             AuditEvent::AccessUserUpdated(_) => "access.user.updated",
             AuditEvent::AccessUserKeysChanged(_) => "access.user.keys_changed",
             AuditEvent::AccessUserLocked(_) => "access.user.locked",
+            AuditEvent::AccessRoleCreated(_) => "access.role.created",
+            AuditEvent::AccessRoleTrustUpdated(_) => "access.role.trust_updated",
             AuditEvent::AccessApplied(_) => "access.applied",
         }
     }
@@ -264,6 +272,15 @@ pub struct AccessUserChange {
     /// SHA-256 of the access file applied.
     pub access_sha256: String,
     /// Who ran apply.
+    pub by_uid: u32,
+}
+
+/// `access.role.*`: an IAM role `apply --iam` changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRoleChange {
+    pub user: String,
+    pub role_arn: String,
+    pub access_sha256: String,
     pub by_uid: u32,
 }
 

@@ -24,9 +24,10 @@ pub mod timestamp;
 pub mod verify;
 
 pub use event::{
-    AccessApplied, AccessUserChange, AuditEvent, AuditRecord, ContainerEvent, CredentialsIssued,
-    EndedBy, MAX_COMMAND_BYTES, MAX_TERM_BYTES, RecordingPruned, RecordingSummary, SessionEnd,
-    SessionKind, SessionStart, StsAssumeRole, TransferDirection, bounded,
+    AccessApplied, AccessRoleChange, AccessUserChange, AuditEvent, AuditRecord, ContainerEvent,
+    CredentialsIssued, EndedBy, MAX_COMMAND_BYTES, MAX_TERM_BYTES, RecordingPruned,
+    RecordingSummary, SessionEnd, SessionKind, SessionStart, StsAssumeRole, TransferDirection,
+    bounded,
 };
 pub use verify::{ChainProblem, ProblemKind, RecordingProblem, VerifyReport, verify};
 

@@ -16,6 +16,7 @@ mod check;
 pub mod edit;
 pub mod grants;
 pub mod host;
+pub mod iam;
 pub mod kubeconfig;
 pub mod plan;
 pub mod render;

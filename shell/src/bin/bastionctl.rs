@@ -123,9 +123,15 @@ enum AccessCmd {
     /// Validate the access file; every problem with its line and key; exit 1 on any.
     Check,
     /// Show what apply would change; exit 0 when nothing, 2 when changes are pending.
-    Plan,
+    Plan {
+        #[command(flatten)]
+        iam: IamArgs,
+    },
     /// Make the host match the access file (users, keys, locks), under a lock.
-    Apply,
+    Apply {
+        #[command(flatten)]
+        iam: IamArgs,
+    },
     /// Put a user into the access file (keys from FILE, enabled) and apply it.
     AddUser {
         name: String,
@@ -142,6 +148,25 @@ enum AccessCmd {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct IamArgs {
+    /// Also the users' IAM roles, through the IAM API (default credentials).
+    #[arg(long)]
+    iam: bool,
+    /// The IAM API's URL (default: the SDK's, or AWS_ENDPOINT_URL_IAM).
+    #[arg(long, value_name = "URL", requires = "iam")]
+    iam_endpoint: Option<String>,
+}
+
+impl IamArgs {
+    fn options(&self) -> bastion::ctl::IamOptions {
+        bastion::ctl::IamOptions {
+            enabled: self.iam,
+            endpoint: self.iam_endpoint.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -334,8 +359,8 @@ fn access_command(
                 ExitCode::SUCCESS
             })
         }
-        AccessCmd::Plan => runtime()
-            .block_on(bastion::ctl::access_plan(config, access))
+        AccessCmd::Plan { iam } => runtime()
+            .block_on(bastion::ctl::access_plan(config, access, &iam.options()))
             .map(|outcome| {
                 print!("{}", outcome.shown);
                 if outcome.changes == 0 {
@@ -353,8 +378,8 @@ fn access_command(
                 println!("Applied: {} change(s) made.", outcome.changes);
                 ExitCode::SUCCESS
             }),
-        AccessCmd::Apply => runtime()
-            .block_on(bastion::ctl::access_apply(config, access))
+        AccessCmd::Apply { iam } => runtime()
+            .block_on(bastion::ctl::access_apply(config, access, &iam.options()))
             .map(|outcome| {
                 print!("{}", outcome.shown);
                 println!("Applied: {} change(s) made.", outcome.changes);

@@ -82,6 +82,9 @@ fi
 # --no-default-group (tests of refusals): a host account outside
 # bastion-users, which neither sshd nor the access file lets in.
 ensure_dir "$BASTION_RUN" 0755
+# Root's alone: an account that could open the lock could hold it for ever.
+(umask 077 && : >>"$BASTION_RUN/add-user.lock")
+chmod 0600 "$BASTION_RUN/add-user.lock"
 exec 9>"$BASTION_RUN/add-user.lock"
 flock -w 120 9 || die "another add-user.sh has held $BASTION_RUN/add-user.lock for 120s"
 ensure_dir "$BASTION_HOST_HOME" 0555

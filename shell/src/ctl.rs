@@ -49,6 +49,15 @@ pub enum AccessCommandError {
     Edit(#[from] access::edit::EditError),
     #[error(transparent)]
     Iam(#[from] access::iam::IamError),
+    #[error(
+        "{path} would lock {locks} of the {members} users of group {group} at once; nothing was changed. Check that this is the right file (`bastionctl access plan` lists them); if it is, run apply again with --allow-locks {locks}"
+    )]
+    MassLock {
+        path: std::path::PathBuf,
+        group: String,
+        locks: usize,
+        members: usize,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: std::path::PathBuf,
@@ -94,7 +103,7 @@ pub fn access_render(
 ) -> Result<Vec<std::path::PathBuf>, AccessCommandError> {
     let config = config_or_defaults(config)?;
     let access = AccessFile::load(path, None, &config)?;
-    let rendered = access::render::render(&access)?;
+    let rendered = access::render::render(&access, &config)?;
     access::render::write(out, &rendered)?;
     Ok(rendered.keys().map(|p| out.join(p)).collect())
 }
@@ -144,7 +153,7 @@ pub async fn access_plan(
     let mut changes = planned.plan.changes.len();
     if iam.enabled {
         let client = access::iam::client(iam.endpoint.as_deref()).await;
-        let roles = access::iam::pending(&client, &loaded.access).await?;
+        let roles = access::iam::pending(&client, &loaded.access, &config).await?;
         shown.push_str(&iam_lines(&roles));
         changes += roles.len();
     }
@@ -173,14 +182,15 @@ pub async fn access_apply(
     config: &Path,
     path: &Path,
     iam: &IamOptions,
+    allow_locks: usize,
 ) -> Result<AccessOutcome, AccessCommandError> {
     let config = Config::load(config)?;
     let _lock = access_apply::lock(Path::new(access_apply::LOCK_PATH))?;
-    let mut outcome = apply_locked(&config, path).await?;
+    let mut outcome = apply_locked(&config, path, allow_locks).await?;
     if iam.enabled {
         let loaded = access_apply::load(path, &config)?;
         let client = access::iam::client(iam.endpoint.as_deref()).await;
-        let roles = access::iam::sync(&client, &loaded.access).await?;
+        let roles = access::iam::sync(&client, &loaded.access, &config).await?;
         let audit = access_apply::audit_log(&config)?;
         for role in &roles {
             audit_role(&audit, role, &loaded.sha256)?;
@@ -260,7 +270,7 @@ pub async fn access_add_user(
         },
     })?;
     replace_root_file(path, &edited)?;
-    apply_locked(&config, path).await
+    apply_locked(&config, path, 0).await
 }
 
 /// What `add-user` starts from when there is no access file yet.
@@ -292,12 +302,33 @@ fn replace_root_file(path: &Path, text: &str) -> Result<(), AccessCommandError> 
     std::fs::rename(&tmp, path).map_err(write_err)
 }
 
-async fn apply_locked(config: &Config, path: &Path) -> Result<AccessOutcome, AccessCommandError> {
+/// Apply refuses, unless told how many, to lock more than this many users
+/// and more than a quarter of the group at once (an empty or truncated
+/// file, the wrong file), or to lock users with a file that lists none.
+const UNASKED_LOCKS: usize = 5;
+
+async fn apply_locked(
+    config: &Config,
+    path: &Path,
+    allow_locks: usize,
+) -> Result<AccessOutcome, AccessCommandError> {
     let loaded = access_apply::load(path, config)?;
     let audit = access_apply::audit_log(config)?;
     let containers = container_manager(config).await;
     let layout = HostLayout::default();
     let planned = access_apply::make_plan(&loaded, config, &layout, containers.as_ref()).await?;
+    let locks = planned.plan.locks();
+    let members = planned.host.members.len();
+    let none_listed = loaded.access.enabled_users().next().is_none();
+    let mass = (locks > UNASKED_LOCKS && locks * 4 > members) || (none_listed && locks > 0);
+    if mass && locks > allow_locks {
+        return Err(AccessCommandError::MassLock {
+            path: loaded.path.clone(),
+            group: loaded.access.host.group.clone(),
+            locks,
+            members,
+        });
+    }
     let shown = planned.plan.to_string();
     let changes = access_apply::apply(
         &loaded,

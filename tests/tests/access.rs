@@ -201,6 +201,23 @@ fn an_access_file_makes_users_their_clusters_and_locks_them_at_once() {
     let keys = std::fs::metadata("/etc/bastion/authorized_keys/bt-acc-ann").unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&keys), 0);
 
+    // No other account can hold apply's lock (and so keep every apply
+    // waiting, a locked user in).
+    let held = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "flock",
+            "-s",
+            "-n",
+            "/run/bastion/access.lock",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!held.status.success(), "nobody could take the access lock");
+
     // Each sees exactly their clusters.
     assert_eq!(ssh_lines(&ann, "kubectx"), ["hyades"]);
     assert_eq!(ssh_lines(&ben, "kubectx"), ["pleiades"]);
@@ -332,6 +349,26 @@ fn an_access_file_makes_users_their_clusters_and_locks_them_at_once() {
     assert!(ssh_lines(&cat, "kubectl config get-clusters").contains(&"mine".to_owned()));
     let (code, shown) = plan_code(&path);
     assert_eq!(code, 0, "{shown}");
+
+    // The bastion's main access file (group bastion-users, which every
+    // file's users are also in) leaves this file's users alone.
+    let main = Command::new("/usr/local/bin/bastionctl")
+        .args(["access", "plan"])
+        .output()
+        .unwrap();
+    assert!(!text(&main).contains("bt-acc-"), "{}", text(&main));
+
+    // An empty (or truncated, or wrong) file would lock everyone: apply
+    // refuses and changes nothing.
+    let empty = write_access(dir.path(), &format!("[host]\ngroup = \"{GROUP}\"\n"));
+    let out = access(&empty, "apply");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("would lock 2 of the 3 users"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(ssh_lines(&cat, "kubectx"), ["hyades"]);
 
     // Every change is in the audit trail, and the trail verifies.
     let events = events_since(before);

@@ -105,6 +105,21 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("access")
 }
 
+/// The groups that have an applied state (that access files manage).
+pub fn managed_groups(state_dir: &Path) -> Vec<String> {
+    let mut groups: Vec<String> = std::fs::read_dir(dir(state_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
 /// The applied state of `group`.
 pub fn path(state_dir: &Path, group: &str) -> PathBuf {
     dir(state_dir).join(format!("{group}.json"))

@@ -29,6 +29,9 @@ use crate::secure_file::{self, Owner, SecureFileError};
 /// Where apply's lock lives (one apply at a time on a host).
 pub const LOCK_PATH: &str = "/run/bastion/access.lock";
 
+/// How long apply waits for another one to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Why plan or apply could not run (nothing is changed before the plan
 /// is made; a failed step leaves the rest for the next apply).
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +46,9 @@ pub enum ApplyError {
     Host(#[from] HostError),
     #[error(transparent)]
     Applied(#[from] AppliedError),
-    #[error("cannot take the access lock {path} (is another apply running?): {source}")]
+    #[error(
+        "cannot take the access lock {path} (another apply has held it for 2 minutes, or it cannot be opened): {source}"
+    )]
     Lock {
         path: PathBuf,
         #[source]
@@ -84,7 +89,8 @@ pub fn load(path: &Path, config: &Config) -> Result<Loaded, ApplyError> {
         e @ ParseError::TooLarge(_) => invalid(e.to_string()),
     })?;
     Ok(Loaded {
-        path: path.to_owned(),
+        // Absolute in the audit trail: which file was applied.
+        path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
         access,
     })
@@ -120,7 +126,8 @@ pub async fn make_plan(
 ) -> Result<Planned, ApplyError> {
     let with_containers = users_with_containers(containers).await;
     let access = &loaded.access;
-    let host = HostView::read(layout, access, with_containers)?;
+    let other_groups = applied::managed_groups(&config.bastiond.state_dir);
+    let host = HostView::read(layout, access, with_containers, &other_groups)?;
     let old = Applied::read(&applied::path(
         &config.bastiond.state_dir,
         &access.host.group,
@@ -293,15 +300,32 @@ pub fn lock(path: &Path) -> Result<ApplyLock, ApplyError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(lock_err)?;
     }
+    // Root's alone (0600): another account that could open it could hold
+    // a shared lock on it and keep every apply waiting.
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(lock_err)?;
-    let flock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| lock_err(std::io::Error::from(errno)))?;
-    Ok(ApplyLock(flock))
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(lock_err)?;
+    // Wait for another apply, but not for ever, and say so.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => return Ok(ApplyLock(flock)),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err((_, errno)) => return Err(lock_err(std::io::Error::from(errno))),
+        }
+    }
 }
 
 /// An audit log for apply: `[recording] audit_log`, with syslog copies

@@ -68,15 +68,24 @@ const PRIVILEGED_GROUPS: &[&str] = &[
     "netdev",
     "plugdev",
     "sambashare",
+    "nogroup",
+    "users",
     "bastion-users",
 ];
 
 pub(super) fn check(file: &AccessFile, config: &Config, checks: &mut Checks) {
     let root = KeyPath::root();
-    if !is_linux_name(&file.host.group) || file.host.group == "root" {
+    if !is_linux_name(&file.host.group) {
         checks.bad(
             root.key("host").key("group"),
-            "must be a Linux group name (1-32 of a-z 0-9 _ -), not root",
+            "must be a Linux group name (1-32 of a-z 0-9 _ -)",
+        );
+    } else if file.host.group != super::LOGIN_GROUP
+        && PRIVILEGED_GROUPS.contains(&file.host.group.as_str())
+    {
+        checks.bad(
+            root.key("host").key("group"),
+            "is a host group that grants privileges on the bastion host itself; its members would be bastion users: choose a group of the bastion's own",
         );
     }
     check_aws(file, &root.key("aws"), checks);
@@ -183,9 +192,21 @@ fn check_cluster(cluster: &Cluster, at: &KeyPath, checks: &mut Checks) {
             "must be 1-40 of a-z 0-9 - starting and ending with a letter or digit (it names Kubernetes groups and a folder)",
         );
     }
-    match cluster.server.parse::<http::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
-        _ => checks.bad(at.key("server"), "must be the API server's https:// URL"),
+    let server_ok = match cluster.server.parse::<http::Uri>() {
+        Ok(uri) => {
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            uri.scheme_str() == Some("https")
+                && uri.host().is_some_and(|h| !h.is_empty())
+                && !authority.contains('@')
+                && (uri.port().is_none() || uri.port_u16().is_some())
+        }
+        Err(_) => false,
+    };
+    if !server_ok || cluster.server.chars().any(char::is_control) {
+        checks.bad(
+            at.key("server"),
+            "must be the API server's https:// URL (host and optional port, no user or password)",
+        );
     }
     match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
         (Some(_), Some(_)) => checks.bad(
@@ -566,6 +587,31 @@ levels = [
                 "{name:?}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_managed_group_is_never_a_privileged_host_group() {
+        for group in [
+            "sudo",
+            "docker",
+            "shadow",
+            "systemd-journal",
+            "nogroup",
+            "root",
+        ] {
+            let found = problems(
+                &format!("[host]\ngroup = \"{group}\"\n"),
+                &Config::default(),
+            );
+            assert_eq!(found.len(), 1, "{group}: {found:?}");
+            assert_eq!(
+                (found[0].0.as_str(), found[0].1),
+                ("host.group", 2),
+                "{group}"
+            );
+        }
+        let ok = "[host]\ngroup = \"team-bastion\"\n";
+        AccessFile::parse(ok, &Config::default()).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::{AccessFile, Aws, User};
+use crate::config::Config;
 use crate::iam_role::{self, Role, RoleError};
 
 /// The three levels, weakest first.
@@ -126,6 +127,47 @@ pub enum UserRoleError {
     NoAccount,
     #[error(transparent)]
     Invalid(#[from] RoleError),
+}
+
+impl AccessFile {
+    /// The role `user`'s sessions really get, as bastiond works it out at
+    /// login: the access file's `role`; else bastion.toml's for them (their
+    /// `[bastiond.users.NAME]`, their groups', `[bastiond] role`; a name
+    /// there is made an ARN as the metadata proxy makes it); else the
+    /// template's. What `render` and `apply --iam` use.
+    pub fn effective_role(&self, config: &Config, user: &User) -> Result<Role, UserRoleError> {
+        if user.role.is_some() {
+            return self.aws.role_of(user);
+        }
+        let groups: Vec<String> = [super::LOGIN_GROUP, self.host.group.as_str()]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(user.groups.iter().cloned())
+            .collect();
+        // Any uid but 0: resolve only refuses root by it.
+        let from_config = config
+            .bastiond
+            .resolve(&user.name, u32::MAX, &groups)
+            .ok()
+            .and_then(|settings| settings.role);
+        match from_config {
+            Some(role) => {
+                let proxy = &config.metadata_proxy;
+                let account = proxy
+                    .account_id
+                    .clone()
+                    .or_else(|| self.aws.account_id.clone())
+                    .ok_or(UserRoleError::NoAccount)?;
+                let naming = iam_role::RoleNaming {
+                    partition: proxy.partition.clone(),
+                    account_id: account,
+                    prefix: proxy.role_prefix.clone(),
+                };
+                Ok(naming.resolve(&role)?)
+            }
+            None => self.aws.role_of(user),
+        }
+    }
 }
 
 impl Aws {

@@ -18,6 +18,11 @@ use uzers::os::unix::{GroupExt, UserExt};
 
 use super::LOGIN_GROUP;
 
+/// The uids of ordinary accounts (Debian's UID_MIN..UID_MAX): apply never
+/// treats an account outside them as a bastion user (system accounts,
+/// `nobody`).
+pub const ORDINARY_UIDS: std::ops::Range<u32> = 1000..60000;
+
 /// Where bastion's host accounts live.
 #[derive(Debug, Clone)]
 pub struct HostLayout {
@@ -79,6 +84,14 @@ pub enum HostError {
 impl HostLayout {
     /// The account `name`, if the host has one.
     pub fn account(&self, name: &str) -> Result<Option<Account>, HostError> {
+        self.account_with(name, &self.locked_accounts()?)
+    }
+
+    fn account_with(
+        &self,
+        name: &str,
+        locked: &std::collections::HashSet<String>,
+    ) -> Result<Option<Account>, HostError> {
         let Some(user) = uzers::get_user_by_name(name) else {
             return Ok(None);
         };
@@ -102,7 +115,7 @@ impl HostLayout {
             uid: user.uid(),
             shell: user.shell().to_owned(),
             groups,
-            locked: self.password_locked(name)?,
+            locked: locked.contains(name),
             keys,
         }))
     }
@@ -136,15 +149,18 @@ impl HostLayout {
     /// Every member of `group` as an account.
     pub fn accounts_in(&self, group: &str) -> Result<BTreeMap<String, Account>, HostError> {
         let mut accounts = BTreeMap::new();
+        // Read once for all of them (1,000 users: 1,000 times otherwise).
+        let locked = self.locked_accounts()?;
         for name in self.members(group)? {
-            if let Some(account) = self.account(&name)? {
+            if let Some(account) = self.account_with(&name, &locked)? {
                 accounts.insert(name, account);
             }
         }
         Ok(accounts)
     }
 
-    fn password_locked(&self, name: &str) -> Result<bool, HostError> {
+    /// The accounts whose password field starts with `!`.
+    fn locked_accounts(&self) -> Result<std::collections::HashSet<String>, HostError> {
         let shadow = std::fs::read_to_string(&self.shadow).map_err(|source| HostError::Read {
             path: self.shadow.clone(),
             source,
@@ -152,8 +168,9 @@ impl HostLayout {
         Ok(shadow
             .lines()
             .filter_map(|l| l.split_once(':'))
-            .find(|(user, _)| *user == name)
-            .is_some_and(|(_, rest)| rest.starts_with('!')))
+            .filter(|(_, rest)| rest.starts_with('!'))
+            .map(|(user, _)| user.to_owned())
+            .collect())
     }
 
     pub fn keys_path(&self, name: &str) -> PathBuf {

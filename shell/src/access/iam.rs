@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::AccessFile;
 use super::render::iam::{MAX_SESSION_SECONDS, UserRole, user_roles};
+use crate::config::Config;
 
 /// What was done to one role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,9 +64,13 @@ fn api_error<E: ProvideErrorMetadata>(action: &'static str, role: &str, e: &E) -
 }
 
 /// What `sync` would change, without changing it (for `plan --iam`).
-pub async fn pending(client: &Client, access: &AccessFile) -> Result<Vec<RoleChange>, IamError> {
+pub async fn pending(
+    client: &Client,
+    access: &AccessFile,
+    config: &Config,
+) -> Result<Vec<RoleChange>, IamError> {
     let mut changes = Vec::new();
-    for role in user_roles(access).map_err(|e| IamError::Roles(e.to_string()))? {
+    for role in user_roles(access, config).map_err(|e| IamError::Roles(e.to_string()))? {
         if let Some(change) = needed(client, &role).await? {
             changes.push(change);
         }
@@ -74,9 +79,13 @@ pub async fn pending(client: &Client, access: &AccessFile) -> Result<Vec<RoleCha
 }
 
 /// Brings every enabled user's role up to date; returns what changed.
-pub async fn sync(client: &Client, access: &AccessFile) -> Result<Vec<RoleChange>, IamError> {
+pub async fn sync(
+    client: &Client,
+    access: &AccessFile,
+    config: &Config,
+) -> Result<Vec<RoleChange>, IamError> {
     let mut done = Vec::new();
-    for role in user_roles(access).map_err(|e| IamError::Roles(e.to_string()))? {
+    for role in user_roles(access, config).map_err(|e| IamError::Roles(e.to_string()))? {
         let Some(change) = needed(client, &role).await? else {
             continue;
         };

@@ -27,7 +27,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
-use serde::{Deserialize, Serialize};
 
 use super::applied::{AppliedCluster, AppliedUser};
 
@@ -41,7 +40,7 @@ pub fn kubeconfig_env(home: &str) -> String {
 
 /// Largest previous file read back (a bigger one is replaced, its
 /// choices forgotten).
-const MAX_PREVIOUS: u64 = 1 << 20;
+const MAX_PREVIOUS: u64 = 256 << 10;
 
 /// Why the kubeconfig was not written.
 #[derive(Debug, thiserror::Error)]
@@ -57,73 +56,96 @@ pub enum KubeconfigError {
     NotTheirs { user: String, path: &'static str },
 }
 
-/// What a user chose in the previous managed file.
-#[derive(Debug, Default, Deserialize)]
+/// What a user chose in a kubeconfig: its current-context, and each
+/// context's name and namespace.
+///
+/// Read line by line from the block style kubectl (and this module)
+/// writes, never with a YAML parser: the file is the user's, bastiond is
+/// root, and a general parser can be made to spin on hostile input (a
+/// flow-style file of nested brackets kept libyaml busy for minutes, and
+/// the login with it). Anything else is not understood, and the user's
+/// choices are then forgotten, never misread. Linear in the file's size.
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Previous {
-    #[serde(rename = "current-context", default)]
     current_context: Option<String>,
-    #[serde(default)]
-    contexts: Vec<NamedContext>,
+    /// (name, namespace) of each context.
+    contexts: Vec<(String, Option<String>)>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
+impl Previous {
+    fn read(text: &str) -> Self {
+        let mut found = Previous::default();
+        let mut in_contexts = false;
+        // The context item being read: its name and namespace.
+        let mut item: Option<(Option<String>, Option<String>)> = None;
+        let finish = |item: &mut Option<(Option<String>, Option<String>)>, found: &mut Previous| {
+            if let Some((Some(name), ns)) = item.take() {
+                found.contexts.push((name, ns));
+            }
+        };
+        for line in text.lines() {
+            if line.trim_start().starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let top_level = !line.starts_with(' ') && !line.starts_with('-');
+            if top_level {
+                finish(&mut item, &mut found);
+                in_contexts = line.trim_end() == "contexts:";
+                if let Some(value) = line.strip_prefix("current-context:") {
+                    found.current_context = scalar(value);
+                }
+                continue;
+            }
+            if !in_contexts {
+                continue;
+            }
+            let rest = match line.strip_prefix("- ") {
+                Some(rest) => {
+                    finish(&mut item, &mut found);
+                    item = Some((None, None));
+                    format!("  {rest}")
+                }
+                None => line.to_owned(),
+            };
+            let Some((name, namespace)) = item.as_mut() else {
+                continue;
+            };
+            if let Some(value) = rest.strip_prefix("  name:") {
+                *name = scalar(value);
+            } else if let Some(value) = rest.strip_prefix("    namespace:") {
+                *namespace = scalar(value);
+            }
+        }
+        finish(&mut item, &mut found);
+        found
+    }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-struct Context {
-    cluster: String,
-    user: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<String>,
+/// A plain or quoted scalar of printable ASCII without YAML syntax in it
+/// (names and namespaces need no more); `None` otherwise.
+fn scalar(value: &str) -> Option<String> {
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(value);
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@:/".contains(&b));
+    ok.then(|| value.to_owned())
 }
 
 /// The managed file for `user`, keeping the choices of `previous`.
 pub fn render(user: &AppliedUser, previous: Option<&str>) -> String {
-    let previous: Previous = previous
-        .and_then(|text| serde_yaml_ng::from_str(text).ok())
-        .unwrap_or_default();
+    let previous = previous.map(Previous::read).unwrap_or_default();
     let chosen_ns: BTreeMap<&str, &str> = previous
         .contexts
         .iter()
-        .filter_map(|c| Some((c.name.as_str(), c.context.namespace.as_deref()?)))
+        .filter_map(|(name, ns)| Some((name.as_str(), ns.as_deref()?)))
         .filter(|(_, ns)| is_namespace(ns))
-        .collect();
-    let clusters: Vec<serde_json::Value> = user
-        .clusters
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "name": c.name,
-                "cluster": {
-                    "server": c.server,
-                    "certificate-authority-data": c.certificate_authority_data,
-                },
-            })
-        })
-        .collect();
-    let users: Vec<serde_json::Value> = user
-        .clusters
-        .iter()
-        .map(|c| serde_json::json!({ "name": auth_name(c), "user": { "exec": exec_plugin(c) } }))
-        .collect();
-    let contexts: Vec<NamedContext> = user
-        .clusters
-        .iter()
-        .map(|c| NamedContext {
-            name: c.name.clone(),
-            context: Context {
-                cluster: c.name.clone(),
-                user: auth_name(c),
-                namespace: Some(
-                    chosen_ns
-                        .get(c.name.as_str())
-                        .map_or(c.namespace.clone(), |ns| (*ns).to_owned()),
-                ),
-            },
-        })
         .collect();
     // Kept when it still names one of these contexts, or one of the
     // user's own (not a managed one that is gone).
@@ -131,26 +153,70 @@ pub fn render(user: &AppliedUser, previous: Option<&str>) -> String {
         .current_context
         .filter(|name| {
             user.clusters.iter().any(|c| &c.name == name)
-                || !previous.contexts.iter().any(|c| &c.name == name)
+                || !previous.contexts.iter().any(|(n, _)| n == name)
         })
         .or_else(|| user.clusters.first().map(|c| c.name.clone()));
-    let mut doc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "preferences": {},
-        "clusters": clusters,
-        "users": users,
-        "contexts": contexts,
-    });
-    if let Some(current) = current {
-        doc["current-context"] = serde_json::json!(current);
-    }
+    // Written by hand, in the block style kubectl writes (and
+    // `Previous::read` reads): every scalar a JSON string, which YAML reads
+    // as a double-quoted scalar. No YAML library runs in root on this path.
+    let q = |s: &str| serde_json::to_string(s).expect("a string serializes");
     let mut text = String::from(
         "# Written by bastion at each login from the access file: your clusters.\n\
          # kubectx/kubens choices made here are kept; add your own entries to\n\
-         # ~/.kube/config instead.\n",
+         # ~/.kube/config instead.\n\
+         apiVersion: v1\n\
+         kind: Config\n\
+         preferences: {}\n",
     );
-    text.push_str(&serde_yaml_ng::to_string(&doc).expect("kubeconfig serializes"));
+    text.push_str(if user.clusters.is_empty() {
+        "clusters: []\n"
+    } else {
+        "clusters:\n"
+    });
+    for c in &user.clusters {
+        text.push_str(&format!(
+            "- cluster:\n    certificate-authority-data: {}\n    server: {}\n  name: {}\n",
+            q(&c.certificate_authority_data),
+            q(&c.server),
+            q(&c.name)
+        ));
+    }
+    text.push_str(if user.clusters.is_empty() {
+        "users: []\n"
+    } else {
+        "users:\n"
+    });
+    for c in &user.clusters {
+        let args: Vec<String> = exec_args(c)
+            .iter()
+            .map(|a| format!("      - {}\n", q(a)))
+            .collect();
+        text.push_str(&format!(
+            "- name: {}\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      args:\n{}      command: aws\n      interactiveMode: Never\n      provideClusterInfo: false\n",
+            q(&auth_name(c)),
+            args.concat()
+        ));
+    }
+    text.push_str(if user.clusters.is_empty() {
+        "contexts: []\n"
+    } else {
+        "contexts:\n"
+    });
+    for c in &user.clusters {
+        let namespace = chosen_ns
+            .get(c.name.as_str())
+            .map_or(c.namespace.as_str(), |ns| ns);
+        text.push_str(&format!(
+            "- context:\n    cluster: {}\n    namespace: {}\n    user: {}\n  name: {}\n",
+            q(&c.name),
+            q(namespace),
+            q(&auth_name(c)),
+            q(&c.name)
+        ));
+    }
+    if let Some(current) = current {
+        text.push_str(&format!("current-context: {}\n", q(&current)));
+    }
     text
 }
 
@@ -159,16 +225,19 @@ fn auth_name(c: &AppliedCluster) -> String {
     format!("bastion@{}", c.name)
 }
 
-/// The exec credential plugin: `aws eks get-token`, with the container's
-/// credentials (the metadata proxy's: the user's role).
-pub fn exec_plugin(c: &AppliedCluster) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "client.authentication.k8s.io/v1beta1",
-        "command": "aws",
-        "args": ["--region", c.region, "eks", "get-token", "--cluster-name", c.eks_name, "--output", "json"],
-        "interactiveMode": "Never",
-        "provideClusterInfo": false,
-    })
+/// The exec credential plugin's arguments: `aws eks get-token`, with the
+/// container's credentials (the metadata proxy's: the user's role).
+pub fn exec_args(c: &AppliedCluster) -> [&str; 8] {
+    [
+        "--region",
+        &c.region,
+        "eks",
+        "get-token",
+        "--cluster-name",
+        &c.eks_name,
+        "--output",
+        "json",
+    ]
 }
 
 fn is_namespace(ns: &str) -> bool {
@@ -307,22 +376,11 @@ pub fn without_gone_current_context(
     previous_managed: Option<&str>,
     user: &AppliedUser,
 ) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Own {
-        #[serde(rename = "current-context", default)]
-        current_context: Option<String>,
-        #[serde(default)]
-        contexts: Option<Vec<NamedContext>>,
-    }
-    let parsed: Own = serde_yaml_ng::from_str(own).ok()?;
-    let current = parsed.current_context.filter(|c| !c.is_empty())?;
-    let theirs = parsed
-        .contexts
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.name == current);
-    let previous: Previous = serde_yaml_ng::from_str(previous_managed?).ok()?;
-    let was_ours = previous.contexts.iter().any(|c| c.name == current);
+    let parsed = Previous::read(own);
+    let current = parsed.current_context?;
+    let theirs = parsed.contexts.iter().any(|(name, _)| *name == current);
+    let previous = Previous::read(previous_managed?);
+    let was_ours = previous.contexts.iter().any(|(name, _)| *name == current);
     let still_ours = user.clusters.iter().any(|c| c.name == current);
     if theirs || !was_ours || still_ours {
         return None;
@@ -473,8 +531,8 @@ mod tests {
         );
         // kubectx pleiades; kubens hyades → taurus (what kubectl writes).
         let switched = first
-            .replace("current-context: hyades", "current-context: pleiades")
-            .replacen("namespace: default", "namespace: taurus", 1);
+            .replace("current-context: \"hyades\"", "current-context: pleiades")
+            .replacen("namespace: \"default\"", "namespace: taurus", 1);
         let again = render(
             &user(vec![
                 cluster("hyades", "default"),
@@ -549,6 +607,33 @@ mod tests {
     }
 
     #[test]
+    fn hostile_kubeconfigs_are_read_in_one_pass_and_understood_as_nothing() {
+        // Flow style, nested without end: what kept libyaml spinning.
+        let brackets = format!("contexts: {}", "[{a: ".repeat(40_000));
+        let keys = format!("contexts:\n{}", "- ? [a, {b: c}]\n".repeat(10_000));
+        for hostile in [brackets, keys, "\u{0}\u{1}".repeat(100_000)] {
+            assert_eq!(Previous::read(&hostile), Previous::default());
+            let doc = parsed(&render(
+                &user(vec![cluster("hyades", "default")]),
+                Some(&hostile),
+            ));
+            assert_eq!(doc["contexts"][0]["context"]["namespace"], "default");
+        }
+        // What kubectl writes is read.
+        let kubectl = "apiVersion: v1\ncontexts:\n- context:\n    cluster: hyades\n    namespace: taurus\n    user: bastion@hyades\n  name: hyades\n- context:\n    cluster: x\n    user: y\n  name: \"mine\"\ncurrent-context: mine\nkind: Config\n";
+        assert_eq!(
+            Previous::read(kubectl),
+            Previous {
+                current_context: Some("mine".into()),
+                contexts: vec![
+                    ("hyades".into(), Some("taurus".into())),
+                    ("mine".into(), None)
+                ],
+            }
+        );
+    }
+
+    #[test]
     fn install_writes_through_the_home_and_refuses_symlinks() {
         let home = tempfile::tempdir().unwrap();
         let (uid, gid) = (
@@ -561,7 +646,7 @@ mod tests {
         assert!(
             std::fs::read_to_string(&managed)
                 .unwrap()
-                .contains("name: hyades")
+                .contains("name: \"hyades\"")
         );
         assert!(home.path().join(".kube/config").is_file());
         // The user replaces their managed folder with a symlink to a

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::AccessFile;
 use super::applied::{Applied, AppliedUser};
 use super::host::{Account, HostLayout, groups_for};
 use super::ssh_keys::{CheckedKey, check_key};
+use super::{AccessFile, LOGIN_GROUP};
 
 /// One change `apply` makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl fmt::Display for LockReason {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error(
-        "user {user} is an existing host account outside group {group} (uid {uid}); the access file never touches it: rename the user in the file, or add the account to {group} yourself if it is meant to be a bastion user"
+        "user {user} is an existing host account that is not a bastion user of group {group} (uid {uid}; a bastion user is in the group, has an ordinary uid and bastion-shell as login shell); the access file never touches it: rename the user in the file"
     )]
     ForeignAccount {
         user: String,
@@ -98,19 +98,47 @@ pub struct HostView {
     pub shell: std::path::PathBuf,
     /// The host groups the file's groups name: gid and listed members.
     pub groups: BTreeMap<String, (u32, Vec<String>)>,
+    /// The managed group itself, when the host has it.
+    pub managed_group: Option<(u32, Vec<String>)>,
 }
 
 impl HostView {
-    /// Reads the accounts the file names or the group holds.
+    /// Reads the accounts the file names or the group holds. Members of
+    /// `other_groups` (groups other access files manage) are theirs: every
+    /// file's users are also in `bastion-users`, and the file managing
+    /// `bastion-users` must not lock them.
     pub fn read(
         layout: &HostLayout,
         access: &AccessFile,
         containers: Option<BTreeSet<String>>,
+        other_groups: &[String],
     ) -> Result<Self, super::host::HostError> {
-        let members = layout.accounts_in(&access.host.group)?;
-        let mut others = BTreeMap::new();
+        let mut members = layout.accounts_in(&access.host.group)?;
+        // Only bastion accounts are the file's: an ordinary uid and
+        // bastion-shell as the login shell. Any other member of the group
+        // (a system account whose primary group it is, an admin) is never
+        // touched; listing it in the file is an error.
+        let foreign = keep_bastion_accounts(&mut members, &layout.shell);
+        // Only the file of bastion-users shares its members with others.
+        let shared = access.host.group == LOGIN_GROUP;
+        for other in other_groups
+            .iter()
+            .filter(|g| shared && **g != access.host.group)
+        {
+            for name in layout.members(other)? {
+                if access.user(&name).is_none() {
+                    members.remove(&name);
+                }
+            }
+        }
+        let mut others: BTreeMap<String, Account> = foreign
+            .into_iter()
+            .filter(|a| access.user(&a.name).is_some())
+            .map(|a| (a.name.clone(), a))
+            .collect();
         for user in &access.users {
             if !members.contains_key(&user.name)
+                && !others.contains_key(&user.name)
                 && let Some(account) = layout.account(&user.name)?
             {
                 others.insert(user.name.clone(), account);
@@ -127,8 +155,26 @@ impl HostView {
             containers,
             shell: layout.shell.clone(),
             groups,
+            managed_group: layout.group(&access.host.group),
         })
     }
+}
+
+/// Keeps in `members` only bastion accounts (bastion-shell as login shell,
+/// an ordinary uid); returns the others, which apply never touches.
+pub fn keep_bastion_accounts(
+    members: &mut BTreeMap<String, Account>,
+    shell: &std::path::Path,
+) -> Vec<Account> {
+    let mut foreign = Vec::new();
+    members.retain(|_, account| {
+        let ours = account.shell == shell && super::host::ORDINARY_UIDS.contains(&account.uid);
+        if !ours {
+            foreign.push(account.clone());
+        }
+        ours
+    });
+    foreign
 }
 
 /// The `authorized_keys` text of `keys`.
@@ -170,6 +216,16 @@ pub fn plan(
                 gid: *gid,
             });
         }
+    }
+    if group != LOGIN_GROUP
+        && let Some((gid, listed)) = &host.managed_group
+        && *gid < 1000
+        && !listed.iter().all(|m| host.members.contains_key(m))
+    {
+        return Err(PlanError::PrivilegedGroup {
+            group: group.clone(),
+            gid: *gid,
+        });
     }
     let needed_groups = groups_for(group);
     let file_groups: Vec<&str> = access.groups.iter().map(|g| g.name.as_str()).collect();
@@ -332,6 +388,52 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+
+    /// How many users it locks.
+    pub fn locks(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| matches!(c, Change::Lock { .. }))
+            .count()
+    }
+
+    /// One line: how many of each kind.
+    pub fn summary(&self) -> String {
+        let count = |f: fn(&Change) -> bool| self.changes.iter().filter(|c| f(c)).count();
+        let parts = [
+            (count(|c| matches!(c, Change::AddUser { .. })), "to add"),
+            (
+                count(|c| matches!(c, Change::RepairUser { .. })),
+                "to repair",
+            ),
+            (
+                count(|c| matches!(c, Change::SetKeys { .. })),
+                "with new keys",
+            ),
+            (self.locks(), "to lock"),
+            (
+                count(|c| matches!(c, Change::NextLogin { .. })),
+                "changed at next login",
+            ),
+        ];
+        let shown: Vec<String> = parts
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        let record = if self.changes.contains(&Change::RecordState) {
+            "; the file's new version to record"
+        } else {
+            ""
+        };
+        if shown.is_empty() && record.is_empty() {
+            "Plan: no changes.".to_owned()
+        } else if shown.is_empty() {
+            "Plan: no user changes; the file's new version to record.".to_owned()
+        } else {
+            format!("Plan: users {}{record}.", shown.join(", "))
+        }
+    }
 }
 
 impl fmt::Display for Plan {
@@ -343,6 +445,7 @@ impl fmt::Display for Plan {
         if self.changes.is_empty() {
             return writeln!(f, "No changes: the host matches the access file.");
         }
+        writeln!(f, "{}", self.summary())?;
         for change in &self.changes {
             match change {
                 Change::AddUser { user, keys } => {
@@ -415,6 +518,7 @@ mod tests {
             containers: Some(["bob".to_owned()].into()),
             shell: PathBuf::from(SHELL),
             groups: Default::default(),
+            managed_group: None,
         }
     }
 
@@ -494,6 +598,30 @@ mod tests {
         };
         assert_eq!(added, &[check_key(ALICE_NEW).unwrap().fingerprint]);
         assert_eq!(removed, &[check_key(ALICE).unwrap().fingerprint]);
+    }
+
+    #[test]
+    fn only_bastion_accounts_of_the_group_are_the_files() {
+        // The group is a system account's primary group, holds `nobody`, or
+        // an admin with a shell of their own: none of them is touched.
+        let mut members: BTreeMap<String, Account> = [
+            account("alice", 1000, Some(ALICE), false),
+            account("postgres", 105, None, false),
+            account("nobody", 65534, None, false),
+            Account {
+                shell: PathBuf::from("/bin/bash"),
+                ..account("admin", 1001, None, false)
+            },
+        ]
+        .into_iter()
+        .map(|a| (a.name.clone(), a))
+        .collect();
+        let foreign = keep_bastion_accounts(&mut members, std::path::Path::new(SHELL));
+        assert_eq!(members.keys().collect::<Vec<_>>(), ["alice"]);
+        assert_eq!(foreign.len(), 3);
+        // An empty file would lock only alice.
+        let plan = planned(&access(""), &host(members.into_values().collect(), vec![])).unwrap();
+        assert_eq!(plan.locks(), 1, "{plan}");
     }
 
     #[test]

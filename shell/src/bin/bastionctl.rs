@@ -131,6 +131,10 @@ enum AccessCmd {
     Apply {
         #[command(flatten)]
         iam: IamArgs,
+        /// Lock up to this many users at once (apply refuses to lock more
+        /// than 5 users and a quarter of the group otherwise).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        allow_locks: usize,
     },
     /// Put a user into the access file (keys from FILE, enabled) and apply it.
     AddUser {
@@ -348,13 +352,13 @@ fn access_command(
     };
     let result = match command {
         AccessCmd::Check => bastion::ctl::access_check(config, access).map(|summary| {
-            println!("{summary}");
+            emit(&format!("{summary}\n"));
             ExitCode::SUCCESS
         }),
         AccessCmd::Render { out } => {
             bastion::ctl::access_render(config, access, out).map(|files| {
                 for file in files {
-                    println!("wrote {}", file.display());
+                    emit(&format!("wrote {}\n", file.display()));
                 }
                 ExitCode::SUCCESS
             })
@@ -362,7 +366,7 @@ fn access_command(
         AccessCmd::Plan { iam } => runtime()
             .block_on(bastion::ctl::access_plan(config, access, &iam.options()))
             .map(|outcome| {
-                print!("{}", outcome.shown);
+                emit(&outcome.shown);
                 if outcome.changes == 0 {
                     ExitCode::SUCCESS
                 } else {
@@ -374,15 +378,18 @@ fn access_command(
                 config, access, name, key, groups,
             ))
             .map(|outcome| {
-                print!("{}", outcome.shown);
-                println!("Applied: {} change(s) made.", outcome.changes);
+                emit(&format!("{}Applied.\n", outcome.shown));
                 ExitCode::SUCCESS
             }),
-        AccessCmd::Apply { iam } => runtime()
-            .block_on(bastion::ctl::access_apply(config, access, &iam.options()))
+        AccessCmd::Apply { iam, allow_locks } => runtime()
+            .block_on(bastion::ctl::access_apply(
+                config,
+                access,
+                &iam.options(),
+                *allow_locks,
+            ))
             .map(|outcome| {
-                print!("{}", outcome.shown);
-                println!("Applied: {} change(s) made.", outcome.changes);
+                emit(&format!("{}Applied.\n", outcome.shown));
                 ExitCode::SUCCESS
             }),
     };
@@ -390,4 +397,9 @@ fn access_command(
         eprintln!("bastionctl: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// Writes to standard output; a closed pipe (`plan | head`) is not an error.
+fn emit(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{RenderError, yaml_documents};
 use crate::access::{AccessFile, Cluster};
+use crate::config::Config;
 use crate::session_name::session_name;
 
 /// The Kubernetes username of every bastion user's role.
@@ -27,6 +28,7 @@ pub struct AccessEntry {
 /// order.
 pub fn access_entries(
     access: &AccessFile,
+    config: &Config,
     cluster: &Cluster,
 ) -> Result<Vec<AccessEntry>, RenderError> {
     let mut entries = Vec::new();
@@ -36,8 +38,7 @@ pub fn access_entries(
             continue;
         }
         let role = access
-            .aws
-            .role_of(user)
+            .effective_role(config, user)
             .map_err(|e| RenderError::Invalid(format!("user {}: {e}", user.name)))?;
         entries.push(AccessEntry {
             user: user.name.clone(),
@@ -103,7 +104,11 @@ pub fn entries_commands(cluster: &Cluster, entries: &[AccessEntry]) -> String {
 
 /// `aws-auth.yaml`: the whole ConfigMap, nodes' roles first (a ConfigMap
 /// without them would cut the nodes off the cluster).
-pub fn aws_auth(access: &AccessFile, cluster: &Cluster) -> Result<String, RenderError> {
+pub fn aws_auth(
+    access: &AccessFile,
+    config: &Config,
+    cluster: &Cluster,
+) -> Result<String, RenderError> {
     let mut map_roles: Vec<Value> = cluster
         .node_roles
         .iter()
@@ -115,7 +120,7 @@ pub fn aws_auth(access: &AccessFile, cluster: &Cluster) -> Result<String, Render
             })
         })
         .collect();
-    for entry in access_entries(access, cluster)? {
+    for entry in access_entries(access, config, cluster)? {
         map_roles.push(json!({
             "rolearn": without_path(&entry.principal_arn),
             "username": USERNAME,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::RenderError;
 use crate::access::{AccessFile, User};
+use crate::config::Config;
 use crate::iam_role::Role;
 use crate::session_name::session_name;
 
@@ -52,7 +53,7 @@ pub fn trust_policy(bastion_role: &str, user: &User) -> Value {
 }
 
 /// The roles of the enabled users, in file order.
-pub fn user_roles(access: &AccessFile) -> Result<Vec<UserRole>, RenderError> {
+pub fn user_roles(access: &AccessFile, config: &Config) -> Result<Vec<UserRole>, RenderError> {
     let bastion_role = access.aws.bastion_role.as_deref().ok_or_else(|| {
         RenderError::Invalid(
             "set aws.bastion_role (the bastion host's own role, the only principal users' roles trust)"
@@ -63,8 +64,7 @@ pub fn user_roles(access: &AccessFile) -> Result<Vec<UserRole>, RenderError> {
         .enabled_users()
         .map(|user| {
             let role = access
-                .aws
-                .role_of(user)
+                .effective_role(config, user)
                 .map_err(|e| RenderError::Invalid(format!("user {}: {e}", user.name)))?;
             Ok(UserRole {
                 user: user.name.clone(),
@@ -86,8 +86,11 @@ pub fn path_of(arn: &str) -> String {
 }
 
 /// `_iam/`: `users/USER.json` per user's role, and the bastion role's policy.
-pub fn render(access: &AccessFile) -> Result<BTreeMap<String, String>, RenderError> {
-    let roles = user_roles(access)?;
+pub fn render(
+    access: &AccessFile,
+    config: &Config,
+) -> Result<BTreeMap<String, String>, RenderError> {
+    let roles = user_roles(access, config)?;
     let mut out = BTreeMap::new();
     for role in &roles {
         let doc = json!({

@@ -20,6 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::AccessFile;
+use crate::config::Config;
 
 /// Why render could not write its output.
 #[derive(Debug, thiserror::Error)]
@@ -46,14 +47,16 @@ pub const MARKER: &str = ".bastion-render";
 pub type Rendered = BTreeMap<PathBuf, String>;
 
 /// Everything render writes, in memory.
-pub fn render(access: &AccessFile) -> Result<Rendered, RenderError> {
+/// Roles are the ones sessions really get ([`AccessFile::effective_role`]:
+/// bastion.toml's where the access file names none).
+pub fn render(access: &AccessFile, config: &Config) -> Result<Rendered, RenderError> {
     let mut out = Rendered::new();
     for cluster in &access.clusters {
         let dir = PathBuf::from(&cluster.name);
         out.insert(dir.join("rbac.yaml"), rbac::render(access, cluster));
         match cluster.auth {
             super::ClusterAuth::AccessEntries => {
-                let entries = eks::access_entries(access, cluster)?;
+                let entries = eks::access_entries(access, config, cluster)?;
                 out.insert(dir.join("access-entries.json"), eks::entries_json(&entries));
                 out.insert(
                     dir.join("access-entries.sh"),
@@ -61,11 +64,14 @@ pub fn render(access: &AccessFile) -> Result<Rendered, RenderError> {
                 );
             }
             super::ClusterAuth::AwsAuth => {
-                out.insert(dir.join("aws-auth.yaml"), eks::aws_auth(access, cluster)?);
+                out.insert(
+                    dir.join("aws-auth.yaml"),
+                    eks::aws_auth(access, config, cluster)?,
+                );
             }
         }
     }
-    for (name, content) in iam::render(access)? {
+    for (name, content) in iam::render(access, config)? {
         out.insert(Path::new("_iam").join(name), content);
     }
     Ok(out)

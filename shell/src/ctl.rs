@@ -50,7 +50,7 @@ pub enum AccessCommandError {
     #[error(transparent)]
     Iam(#[from] access::iam::IamError),
     #[error(
-        "{path} would lock {locks} of the {members} users of group {group} at once; nothing was changed. Check that this is the right file (`bastionctl access plan` lists them); if it is, run apply again with --allow-locks {locks}"
+        "{path} would lock {locks} of the {members} users of group {group} at once (locked, or all their keys replaced); nothing was changed. Check that this is the right file (`bastionctl access plan` lists them); if it is, run apply again with --allow-locks {locks}"
     )]
     MassLock {
         path: std::path::PathBuf,
@@ -317,7 +317,7 @@ async fn apply_locked(
     let containers = container_manager(config).await;
     let layout = HostLayout::default();
     let planned = access_apply::make_plan(&loaded, config, &layout, containers.as_ref()).await?;
-    let locks = planned.plan.locks();
+    let locks = planned.plan.shut_outs();
     let members = planned.host.members.len();
     let none_listed = loaded.access.enabled_users().next().is_none();
     let mass = (locks > UNASKED_LOCKS && locks * 4 > members) || (none_listed && locks > 0);

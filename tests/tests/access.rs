@@ -370,6 +370,19 @@ fn an_access_file_makes_users_their_clusters_and_locks_them_at_once() {
     );
     assert_eq!(ssh_lines(&cat, "kubectx"), ["hyades"]);
 
+    // A file another account could have swapped (its folder writable by
+    // others) is not applied.
+    let open_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let swapped = write_access(open_dir.path(), &std::fs::read_to_string(&path).unwrap());
+    let out = access(&swapped, "plan");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is writable by others than root"),
+        "{}",
+        text(&out)
+    );
+
     // Every change is in the audit trail, and the trail verifies.
     let events = events_since(before);
     let of = |name: &str, user: &str| {

@@ -38,6 +38,14 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 pub enum ApplyError {
     #[error(transparent)]
     File(#[from] SecureFileError),
+    #[error(
+        "{path} is not in a place only root controls: {at} {why}; move it (e.g. to /etc/bastion/)"
+    )]
+    Untrusted {
+        path: PathBuf,
+        at: PathBuf,
+        why: String,
+    },
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
     #[error(transparent)]
@@ -77,8 +85,11 @@ pub struct Loaded {
     pub sha256: String,
 }
 
-/// Reads and checks the root-owned access file at `path`.
+/// Reads and checks the root-owned access file at `path`. Nobody but
+/// root can have put it there: it is no symlink, and every directory above
+/// it is root's and writable by no one else (or sticky, as /tmp is).
 pub fn load(path: &Path, config: &Config) -> Result<Loaded, ApplyError> {
+    trusted_place(path)?;
     let text = secure_file::read_trusted(path, Owner::Root)?;
     let invalid = |detail: String| ApplyError::Invalid {
         path: path.to_owned(),
@@ -94,6 +105,35 @@ pub fn load(path: &Path, config: &Config) -> Result<Loaded, ApplyError> {
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
         access,
     })
+}
+
+fn trusted_place(path: &Path) -> Result<(), ApplyError> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |at: &Path, why: &str| ApplyError::Untrusted {
+        path: path.to_owned(),
+        at: at.to_owned(),
+        why: why.to_owned(),
+    };
+    let absolute = std::path::absolute(path).map_err(|e| untrusted(path, &e.to_string()))?;
+    let meta =
+        std::fs::symlink_metadata(&absolute).map_err(|e| untrusted(&absolute, &e.to_string()))?;
+    if meta.file_type().is_symlink() {
+        return Err(untrusted(&absolute, "is a symlink"));
+    }
+    for dir in absolute.ancestors().skip(1) {
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| untrusted(dir, &e.to_string()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.file_type().is_symlink() {
+            return Err(untrusted(dir, "is a symlink"));
+        }
+        if meta.uid() != 0 {
+            return Err(untrusted(dir, "is not owned by root"));
+        }
+        if meta.mode() & 0o022 != 0 && !sticky {
+            return Err(untrusted(dir, "is writable by others than root"));
+        }
+    }
+    Ok(())
 }
 
 fn problems_text(path: &Path, problems: &Problems) -> String {

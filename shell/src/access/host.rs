@@ -209,6 +209,18 @@ impl HostLayout {
         Ok(())
     }
 
+    /// Every account's primary gid.
+    pub fn primary_gids(&self) -> Result<std::collections::BTreeSet<u32>, HostError> {
+        let passwd = std::fs::read_to_string("/etc/passwd").map_err(|source| HostError::Read {
+            path: "/etc/passwd".into(),
+            source,
+        })?;
+        Ok(passwd
+            .lines()
+            .filter_map(|l| l.split(':').nth(3)?.parse().ok())
+            .collect())
+    }
+
     /// Group `name`'s gid and listed members, if the host has it.
     pub fn group(&self, name: &str) -> Option<(u32, Vec<String>)> {
         let group = uzers::get_group_by_name(name)?;

@@ -75,6 +75,14 @@ pub enum PlanError {
         "group {group} is an existing system group (gid {gid}) that is not the bastion's own; bastion users never join it: rename the group in the access file"
     )]
     PrivilegedGroup { group: String, gid: u32 },
+    #[error(
+        "group {group} is an account's own group (gid {gid}); no access file may use it: rename the group in the access file"
+    )]
+    PersonalGroup { group: String, gid: u32 },
+    #[error(
+        "group {group} is a group an access file manages ([host] group); a file's [[groups]] may not name it, or the two files would undo each other's locks"
+    )]
+    ManagedElsewhere { group: String },
 }
 
 /// Everything `apply` would do, in order.
@@ -100,6 +108,10 @@ pub struct HostView {
     pub groups: BTreeMap<String, (u32, Vec<String>)>,
     /// The managed group itself, when the host has it.
     pub managed_group: Option<(u32, Vec<String>)>,
+    /// Every account's primary gid (personal groups are nobody's to join).
+    pub primary_gids: BTreeSet<u32>,
+    /// The groups other access files manage.
+    pub other_managed: Vec<String>,
 }
 
 impl HostView {
@@ -156,6 +168,12 @@ impl HostView {
             shell: layout.shell.clone(),
             groups,
             managed_group: layout.group(&access.host.group),
+            primary_gids: layout.primary_gids()?,
+            other_managed: other_groups
+                .iter()
+                .filter(|g| **g != access.host.group)
+                .cloned()
+                .collect(),
         })
     }
 }
@@ -216,6 +234,37 @@ pub fn plan(
                 gid: *gid,
             });
         }
+    }
+    // A file's groups are its own: never another file's managed group (the
+    // two files would undo each other's locks), never an account's
+    // personal group, never the managed group itself.
+    for name in access.groups.iter().map(|g| &g.name) {
+        let used = access.enabled_users().any(|u| u.groups.contains(name));
+        if !used {
+            continue;
+        }
+        if host.other_managed.contains(name) || name == group {
+            return Err(PlanError::ManagedElsewhere {
+                group: name.clone(),
+            });
+        }
+        if let Some((gid, _)) = host.groups.get(name)
+            && host.primary_gids.contains(gid)
+        {
+            return Err(PlanError::PersonalGroup {
+                group: name.clone(),
+                gid: *gid,
+            });
+        }
+    }
+    if let Some((gid, _)) = &host.managed_group
+        && group != LOGIN_GROUP
+        && host.primary_gids.contains(gid)
+    {
+        return Err(PlanError::PersonalGroup {
+            group: group.clone(),
+            gid: *gid,
+        });
     }
     if group != LOGIN_GROUP
         && let Some((gid, listed)) = &host.managed_group
@@ -397,6 +446,25 @@ impl Plan {
             .count()
     }
 
+    /// How many users it shuts out: locks, and key changes that keep none
+    /// of the user's keys (as sure a lock-out, for whoever holds them).
+    pub fn shut_outs(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|c| match c {
+                Change::Lock { .. } => true,
+                // None of the keys it had is kept.
+                Change::SetKeys {
+                    keys,
+                    added,
+                    removed,
+                    ..
+                } => !removed.is_empty() && keys.len() == added.len(),
+                _ => false,
+            })
+            .count()
+    }
+
     /// One line: how many of each kind.
     pub fn summary(&self) -> String {
         let count = |f: fn(&Change) -> bool| self.changes.iter().filter(|c| f(c)).count();
@@ -519,6 +587,8 @@ mod tests {
             shell: PathBuf::from(SHELL),
             groups: Default::default(),
             managed_group: None,
+            primary_gids: Default::default(),
+            other_managed: Vec::new(),
         }
     }
 
@@ -622,6 +692,51 @@ mod tests {
         // An empty file would lock only alice.
         let plan = planned(&access(""), &host(members.into_values().collect(), vec![])).unwrap();
         assert_eq!(plan.locks(), 1, "{plan}");
+    }
+
+    #[test]
+    fn a_files_groups_are_never_another_files_nor_anyones_own() {
+        let file = access(&format!(
+            "[[groups]]\nname = \"team\"\n[[users]]\nname = \"alice\"\nkeys = [\"{ALICE}\"]\ngroups = [\"team\"]\n"
+        ));
+        let mut view = host(vec![account("alice", 1000, Some(ALICE), false)], vec![]);
+        view.other_managed = vec!["team".into()];
+        assert!(matches!(
+            planned(&file, &view),
+            Err(PlanError::ManagedElsewhere { .. })
+        ));
+        view.other_managed.clear();
+        view.groups.insert("team".into(), (1005, vec![]));
+        view.primary_gids.insert(1005);
+        assert!(matches!(
+            planned(&file, &view),
+            Err(PlanError::PersonalGroup { gid: 1005, .. })
+        ));
+        view.primary_gids.clear();
+        planned(&file, &view).unwrap();
+    }
+
+    #[test]
+    fn replacing_every_key_of_a_user_counts_as_shutting_them_out() {
+        let file = access(&format!(
+            "[[users]]\nname = \"alice\"\nkeys = [\"{ALICE_NEW}\"]\n"
+        ));
+        let plan = planned(
+            &file,
+            &host(vec![account("alice", 1000, Some(ALICE), false)], vec![]),
+        )
+        .unwrap();
+        assert_eq!(plan.shut_outs(), 1);
+        // Adding a key next to the old one shuts nobody out.
+        let file = access(&format!(
+            "[[users]]\nname = \"alice\"\nkeys = [\"{ALICE}\", \"{ALICE_NEW}\"]\n"
+        ));
+        let plan = planned(
+            &file,
+            &host(vec![account("alice", 1000, Some(ALICE), false)], vec![]),
+        )
+        .unwrap();
+        assert_eq!(plan.shut_outs(), 0, "{plan}");
     }
 
     #[test]

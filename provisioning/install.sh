@@ -39,8 +39,8 @@ readonly BASE_PACKAGES=(
 # What the test suite needs on top: a venv for moto (the STS server, installed
 # by provisioning/sts-demo.sh), tmux to drive interactive sessions, prometheus
 # for promtool (the proxy's /metrics is checked with it; its service is not
-# started).
-readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate wrk prometheus)
+# started; curl sends the EKS token's presigned request in the access tests).
+readonly TEST_PACKAGES=(python3-venv python3-pip tmux chromium logrotate wrk prometheus curl)
 
 usage() {
     sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2

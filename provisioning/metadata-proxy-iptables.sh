@@ -32,8 +32,9 @@
 #
 # Options default to BASTION_BRIDGE, BASTION_GATEWAY, METADATA_PROXY_PORT,
 # BASTION_USERS_BRIDGES, BASTION_USERS_SUBNET and BASTION_ALLOW_TCP
-# (space-separated) from the environment, then to the default values of
-# bastion.toml ([bastiond.network], [metadata_proxy].port).
+# (space-separated) from the environment, then from /etc/bastion/iptables.env
+# (BASTION_IPTABLES_ENV; KEY=VALUE lines, written by install.sh), then to the
+# default values of bastion.toml ([bastiond.network], [metadata_proxy].port).
 #
 # Run it before the proxy and before Docker starts containers (the
 # bastion-iptables.service unit is ordered so), so that no container ever
@@ -44,6 +45,23 @@ usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
 }
+
+# The installed settings (written by install.sh; the boot-time restore,
+# `bastionctl doctor` and a hand-run `apply` all read them): KEY=VALUE
+# lines of the variables above, each used only when the environment does
+# not set it. Read as data, never sourced.
+settings_file="${BASTION_IPTABLES_ENV:-/etc/bastion/iptables.env}"
+if [[ -r "$settings_file" ]]; then
+    while IFS='=' read -r key value; do
+        case "$key" in
+        BASTION_BRIDGE | BASTION_GATEWAY | METADATA_PROXY_PORT | BASTION_USERS_BRIDGES | BASTION_USERS_SUBNET | BASTION_ALLOW_TCP)
+            value="${value%\"}"
+            value="${value#\"}"
+            [[ -n "${!key+set}" ]] || export "$key=$value"
+            ;;
+        esac
+    done <"$settings_file"
+fi
 
 (($# >= 1)) || usage
 action="$1"

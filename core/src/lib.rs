@@ -19,4 +19,5 @@ pub mod logging;
 pub mod man_pages;
 pub mod open_counts;
 pub mod secure_file;
+pub mod service_manager;
 pub mod session_name;

@@ -60,6 +60,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = bastion_core::config::Config::load(&args.config)
         .with_context(|| format!("cannot start with {}", args.config.display()))?;
     let proxy = start(ProxyOptions::from_config(&config)).await?;
+    bastion_core::service_manager::ready();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::select! {
@@ -67,6 +68,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
+    bastion_core::service_manager::stopping();
     proxy.shutdown().await;
     tracing::info!("stopped");
     Ok(())

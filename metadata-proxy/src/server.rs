@@ -192,6 +192,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         duration: options.proxy.session_duration,
         tags: options.proxy.session_tags,
     };
+    let sts_check = crate::admin::StsCheck::new(sts.clone());
     let cache = Arc::new(CredentialCache::new(
         sts,
         options.tuning,
@@ -256,6 +257,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         watcher: watcher.clone(),
+        sts: sts_check,
     });
 
     tasks.push(tokio::spawn(watcher.clone().run(shutdown_rx.clone())));
@@ -294,7 +296,7 @@ pub async fn start(options: ProxyOptions) -> Result<RunningProxy, StartError> {
         admin_listener,
         move |request, _peer| {
             let admin = admin.clone();
-            async move { admin.handle(&request) }
+            async move { admin.handle(&request).await }
         },
         admin_limit,
         shutdown_rx,

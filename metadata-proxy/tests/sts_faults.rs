@@ -379,6 +379,14 @@ async fn after_a_long_sts_outage_a_cold_role_gets_credentials_as_soon_as_sts_ans
         (r.status, r.body)
     };
     assert_eq!(region().0, 502);
+    // The admin port says so (what `bastionctl doctor` asks).
+    let sts_health = || {
+        let r = http(proxy.admin_addr, "GET", "127.0.0.1", "/healthz/sts", &[]).unwrap();
+        (r.status, r.body)
+    };
+    let (status, body) = sts_health();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("STS does not answer the proxy"), "{body}");
 
     // STS is back where it was. Credentials come within 20 s; before, not
     // for at least 150 s (the back-off after that failure).
@@ -400,6 +408,11 @@ async fn after_a_long_sts_outage_a_cold_role_gets_credentials_as_soon_as_sts_ans
     );
     // ...and so does the passthrough.
     assert_eq!(region(), (200, "us-east-1".to_owned()));
+    // The admin port's answer follows within its freshness.
+    wait_for("/healthz/sts to say ok", Duration::from_secs(30), || {
+        sts_health().0 == 200
+    });
+    assert!(sts_health().1.starts_with("ok: STS answers"));
     proxy.shutdown().await;
 }
 

@@ -26,6 +26,39 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
     ))
 }
 
+/// The settings `bastionctl check --get KEY` prints, for scripts
+/// (`provisioning/install.sh` reads where the bastion sshd listens).
+pub const GETTABLE_KEYS: &[&str] = &[
+    "sshd.listen",
+    "bastiond.socket",
+    "bastiond.health_socket",
+    "bastiond.image",
+    "bastiond.network.name",
+    "bastiond.network.subnet",
+    "metadata_proxy.admin_listen",
+    "recording.log_dir",
+    "recording.audit_log",
+];
+
+/// `bastionctl check --get KEY`: the effective value of one setting of a
+/// valid config (defaults included), or `None` for a key not in
+/// [`GETTABLE_KEYS`].
+pub fn get(config: &Config, key: &str) -> Option<String> {
+    let b = &config.bastiond;
+    Some(match key {
+        "sshd.listen" => config.sshd.listen.to_string(),
+        "bastiond.socket" => b.socket.display().to_string(),
+        "bastiond.health_socket" => b.health_socket.display().to_string(),
+        "bastiond.image" => b.image.clone(),
+        "bastiond.network.name" => b.network.name.clone(),
+        "bastiond.network.subnet" => b.network.subnet.to_string(),
+        "metadata_proxy.admin_listen" => config.metadata_proxy.admin_listen.to_string(),
+        "recording.log_dir" => config.recording.log_dir.display().to_string(),
+        "recording.audit_log" => config.recording.audit_log.display().to_string(),
+        _ => return None,
+    })
+}
+
 /// Why an `access` command could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessCommandError {
@@ -340,4 +373,19 @@ async fn apply_locked(
     )
     .await?;
     Ok(AccessOutcome { shown, changes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gettable_key_has_a_value_and_others_none() {
+        let config = Config::parse("[sshd]\nlisten = \"127.0.0.1:2022\"\n").unwrap();
+        for key in GETTABLE_KEYS {
+            assert!(get(&config, key).is_some(), "{key}");
+        }
+        assert_eq!(get(&config, "sshd.listen").unwrap(), "127.0.0.1:2022");
+        assert_eq!(get(&config, "bastiond.users"), None);
+    }
 }

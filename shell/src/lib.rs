@@ -6,7 +6,8 @@
 //! re-exported here under the same paths.
 
 pub use bastion_core::{
-    audit, config, contract, iam_role, log_limit, logging, open_counts, secure_file, session_name,
+    audit, config, contract, iam_role, log_limit, logging, open_counts, secure_file,
+    service_manager, session_name,
 };
 
 pub mod access;
@@ -14,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod ctl;
+pub mod doctor;
 pub mod protocol;
 pub mod recording;
 pub mod review;

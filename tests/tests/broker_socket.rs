@@ -208,3 +208,31 @@ print("closed-in-the-end", sum(closed(s) for s in conns), flush=True)
         "the refusals are logged with the uid"
     );
 }
+
+#[test]
+fn only_root_gets_bastiond_s_health_answer() {
+    require_bastion();
+    let health = "/run/bastion/bastiond-health.sock";
+    let out = as_nobody(&format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("{health}")
+    print("answered:", s.recv(4096))
+except PermissionError:
+    print("refused")
+"#
+    ));
+    assert_eq!(out.trim(), "refused", "{out}");
+    // Root gets one JSON line saying it is healthy.
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::os::unix::net::UnixStream::connect(health).unwrap(),
+        &mut text,
+    )
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(answer["status"], "ok", "{answer}");
+    assert_eq!(answer["docker"]["ok"], true, "{answer}");
+}

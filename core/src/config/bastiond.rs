@@ -17,6 +17,9 @@ use super::problems::{Checks, KeyPath};
 pub struct BastiondConfig {
     /// Unix socket the login shells connect to.
     pub socket: PathBuf,
+    /// Root-only unix socket answering one JSON health line per connection
+    /// (`bastionctl doctor`, monitoring).
+    pub health_socket: PathBuf,
     /// Docker Engine endpoint; the local unix socket when unset.
     pub docker_host: Option<String>,
     /// Image of the users' containers, unless a group or user says otherwise.
@@ -69,6 +72,7 @@ impl Default for BastiondConfig {
     fn default() -> Self {
         Self {
             socket: PathBuf::from("/run/bastion/bastiond.sock"),
+            health_socket: PathBuf::from("/run/bastion/bastiond-health.sock"),
             docker_host: None,
             image: "bastion/user:latest".to_owned(),
             shell: "/bin/bash".to_owned(),
@@ -255,6 +259,12 @@ impl BastiondConfig {
         }
         if !self.shell.starts_with('/') {
             checks.bad(at.key("shell"), "must be an absolute path inside the image");
+        }
+        if !self.health_socket.is_absolute() || self.health_socket == self.socket {
+            checks.bad(
+                at.key("health_socket"),
+                "must be an absolute path other than socket",
+            );
         }
         if !self.home_root.is_absolute() {
             checks.bad(at.key("home_root"), "must be an absolute path");

@@ -8,6 +8,7 @@ mod bastiond;
 mod metadata_proxy;
 pub mod problems;
 mod recording;
+mod sshd;
 
 pub use bastiond::{
     BastiondConfig, Limits, NetworkConfig, Overrides, PartialLimits, ResolveError,
@@ -16,6 +17,7 @@ pub use bastiond::{
 pub use metadata_proxy::MetadataProxyConfig;
 pub use problems::{Checks, Invalid, KeyPath, Problem, Problems};
 pub use recording::{OnLogFailure, RecordingConfig};
+pub use sshd::{DEFAULT_SSHD_PORT, SshdConfig};
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,7 @@ pub struct Config {
     pub bastiond: BastiondConfig,
     pub metadata_proxy: MetadataProxyConfig,
     pub recording: RecordingConfig,
+    pub sshd: SshdConfig,
 }
 
 /// Why a configuration could not be loaded.
@@ -71,6 +74,7 @@ impl Config {
         self.metadata_proxy
             .check(&root.key("metadata_proxy"), checks);
         self.recording.check(&root.key("recording"), checks);
+        self.sshd.check(&root.key("sshd"), checks);
     }
 }
 

@@ -28,7 +28,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the configuration file; names the bad key and line.
-    Check,
+    Check {
+        /// Print the effective value of one setting instead (for scripts):
+        /// sshd.listen, bastiond.socket, bastiond.health_socket,
+        /// bastiond.image, bastiond.network.name, bastiond.network.subnet,
+        /// metadata_proxy.admin_listen, recording.log_dir, recording.audit_log.
+        #[arg(long, value_name = "KEY")]
+        get: Option<String>,
+    },
     /// Recorded sessions.
     #[command(subcommand)]
     Sessions(SessionsCmd),
@@ -43,6 +50,20 @@ enum Command {
         access: PathBuf,
         #[command(subcommand)]
         command: AccessCmd,
+    },
+    /// Check a running bastion end to end: one line per check (ok, warn,
+    /// FAIL), each warn or FAIL with the command that fixes it. Exit 1 on
+    /// any FAIL.
+    Doctor {
+        /// Machine-readable output (for monitoring).
+        #[arg(long)]
+        json: bool,
+        /// Where install.sh put its helper scripts.
+        #[arg(long, value_name = "DIR", default_value = bastion::doctor::DEFAULT_LIB_DIR)]
+        lib_dir: PathBuf,
+        /// The bastion sshd's config.
+        #[arg(long, value_name = "FILE", default_value = bastion::doctor::DEFAULT_SSHD_CONFIG)]
+        sshd_config: PathBuf,
     },
     /// Write the manual pages of bastionctl, bastiond and bastion-shell.
     Man {
@@ -227,7 +248,42 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         _ => {}
     }
-    if let Command::Check = cli.command {
+    if let Command::Doctor {
+        json,
+        lib_dir,
+        sshd_config,
+    } = &cli.command
+    {
+        let options = bastion::doctor::DoctorOptions {
+            config: cli.config.clone(),
+            lib_dir: lib_dir.clone(),
+            sshd_config: sshd_config.clone(),
+        };
+        let report = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(bastion::doctor::run(&options));
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.text());
+        }
+        return Ok(!report.failed());
+    }
+    if let Command::Check { get: Some(key) } = &cli.command {
+        let config = Config::load(&cli.config)?;
+        return match bastion::ctl::get(&config, key) {
+            Some(value) => {
+                println!("{value}");
+                Ok(true)
+            }
+            None => anyhow::bail!(
+                "--get {key}: not a key it prints (one of: {})",
+                bastion::ctl::GETTABLE_KEYS.join(", ")
+            ),
+        };
+    }
+    if let Command::Check { .. } = cli.command {
         return match bastion::ctl::check(&cli.config) {
             Ok(summary) => {
                 println!("{summary}");
@@ -250,7 +306,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     };
     let ok = match cli.command {
-        Command::Check
+        Command::Check { .. }
+        | Command::Doctor { .. }
         | Command::Man { .. }
         | Command::Completions { .. }
         | Command::Access { .. } => {

@@ -218,6 +218,8 @@ pub struct Running {
     /// The container's cgroup (its processes and limit counters), found
     /// from its init process when it was inspected.
     pub cgroup: Option<Arc<CgroupFiles>>,
+    /// The locales its image lists (`None`: an image without the label).
+    pub locales: Option<Arc<super::locale::ImageLocales>>,
     /// Known from the events-kept state, without asking the Engine.
     pub remembered: bool,
 }
@@ -236,6 +238,7 @@ mod tests {
                 image_id: "sha256:i1".into(),
                 role: Some("r".into()),
                 cgroup: None,
+                locales: None,
                 remembered: false,
             },
             user: "alice".into(),

@@ -9,8 +9,10 @@ pub mod container;
 pub mod container_state;
 pub mod exec;
 pub mod fdio;
+pub mod health;
 pub mod identity;
 pub mod limits;
+pub mod locale;
 pub mod plan;
 pub mod pump;
 pub mod reaper;
@@ -229,6 +231,12 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
     recover(&broker).await;
     let socket = broker.config.current().bastiond.socket.clone();
     let listener = listen(&socket)?;
+    let health_listener = health::listen(&broker.config.current().bastiond.health_socket)?;
+    let health_task = tokio::spawn(health::serve(
+        broker.clone(),
+        health_listener,
+        socket.clone(),
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| BrokerError::Listen {
             path: socket.clone(),
@@ -240,9 +248,13 @@ pub async fn run(config_path: &Path) -> Result<(), BrokerError> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    serve(broker, listener, stop).await;
+    crate::service_manager::ready();
+    serve(broker.clone(), listener, stop).await;
+    crate::service_manager::stopping();
     watcher.abort();
+    health_task.abort();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&broker.config.current().bastiond.health_socket);
     Ok(())
 }
 

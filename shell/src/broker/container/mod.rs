@@ -331,6 +331,7 @@ impl ContainerManager {
                 });
             }
         };
+        let image_locales = locales_of(image.config.as_ref().and_then(|c| c.labels.as_ref()));
         let image_id = image.id.unwrap_or_default();
         let spec = build_spec(config, who, settings, &image_id, kind);
         let spec_hash = spec.hash.clone();
@@ -406,17 +407,19 @@ impl ContainerManager {
                     .and_then(|s| s.pid)
                     .and_then(|p| i32::try_from(p).ok())
                     .filter(|&p| p > 0);
+                // A container's labels include its image's.
                 reuse = Some((
                     id,
                     running,
                     running_image,
                     labels.get(labels::ROLE).cloned(),
+                    locales_of(Some(&labels)),
                 ));
             }
         }
 
         let configured_image_id = image_id.clone();
-        let (id, running, image_id, role) = match reuse {
+        let (id, running, image_id, role, locales) = match reuse {
             Some(found) => found,
             None => {
                 let id = self
@@ -424,7 +427,7 @@ impl ContainerManager {
                     .await?;
                 let ev = event(&who.name, &name, &id, Some(&image_id), "login");
                 self.audit(Lifecycle::Create, ev).await;
-                (id, false, image_id, settings.role.clone())
+                (id, false, image_id, settings.role.clone(), image_locales)
             }
         };
         if !running {
@@ -459,6 +462,7 @@ impl ContainerManager {
             image: settings.image.clone(),
             image_id,
             role,
+            locales,
             remembered: false,
         };
         if current_spec && let Some(ticket) = ticket {
@@ -499,4 +503,15 @@ fn event(user: &str, name: &str, id: &str, image_id: Option<&str>, reason: &str)
         image_digest: image_id.map(str::to_owned),
         reason: Some(reason.to_owned()),
     }
+}
+
+/// The locales an image (or a container, whose labels include its image's)
+/// lists in its label.
+fn locales_of(
+    labels: Option<&HashMap<String, String>>,
+) -> Option<Arc<crate::broker::locale::ImageLocales>> {
+    let value = labels?.get(crate::broker::locale::LABEL)?;
+    Some(Arc::new(crate::broker::locale::ImageLocales::from_label(
+        value,
+    )))
 }

@@ -401,7 +401,13 @@ impl Session<'_> {
             placements,
         };
         let argv = session_cgroup::wrapped(&self.id, user.plan.argv(shell));
-        let spec = exec_spec(argv, &user.who, request, &self.id);
+        let spec = exec_spec(
+            argv,
+            &user.who,
+            request,
+            &self.id,
+            running.locales.as_deref(),
+        );
         let create = broker.execs.create(&running.id, spec);
         let (begun, exec) = tokio::join!(begin, create);
         let begun = match begun.expect("session records panicked") {
@@ -555,12 +561,21 @@ fn error_outcome(error: &SessionError) -> SessionOutcome {
 }
 
 /// The exec of a session: `argv` as `who`, in their home, with the
-/// allow-listed environment the shell sent (bounded, no NULs, a sane TERM)
-/// and the session's id.
-fn exec_spec(argv: Vec<String>, who: &Identity, request: &Request, session_id: &str) -> ExecSpec {
+/// allow-listed environment the shell sent (bounded, no NULs, a sane TERM,
+/// locales the image has: see [`crate::broker::locale`]) and the session's
+/// id. A session without a TERM (ssh without a terminal sends none) gets
+/// `TERM=dumb`, so that tput and friends stay silent instead of failing.
+fn exec_spec(
+    argv: Vec<String>,
+    who: &Identity,
+    request: &Request,
+    session_id: &str,
+    locales: Option<&crate::broker::locale::ImageLocales>,
+) -> ExecSpec {
     // The session's id, for the user's own use (their prompt, their logs);
     // nothing of bastion's relies on it.
     let mut env = vec![format!("BASTION_SESSION={session_id}")];
+    let mut term = false;
     for (k, v) in &request.env {
         if k == "SSH_TTY" {
             continue; // a host path, meaningless inside
@@ -569,8 +584,16 @@ fn exec_spec(argv: Vec<String>, who: &Identity, request: &Request, session_id: &
             continue;
         }
         if v.len() <= 4096 && !v.contains('\0') {
+            let v = match locales {
+                Some(l) if crate::broker::locale::is_locale_var(k) => l.fit(v),
+                _ => v.as_str(),
+            };
+            term |= k == "TERM";
             env.push(format!("{k}={v}"));
         }
+    }
+    if !term {
+        env.push("TERM=dumb".to_owned());
     }
     ExecSpec {
         cmd: argv,
@@ -616,6 +639,43 @@ mod tests {
         assert!(!valid_term(""));
         assert!(!valid_term("xterm\n"));
         assert!(!valid_term("../../x"));
+    }
+
+    #[test]
+    fn a_session_without_term_gets_dumb_and_locales_fit_the_image() {
+        let who = Identity {
+            name: "alice".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+        };
+        let request = |env: &[(&str, &str)]| Request {
+            version: crate::protocol::VERSION,
+            command: Some("kubectx".into()),
+            tty: false,
+            size: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let locales = crate::broker::locale::ImageLocales::from_label("C.UTF-8 de_DE.UTF-8");
+        let env = |r: &Request, l| exec_spec(vec!["sh".into()], &who, r, "s1", l).env;
+
+        let sent = request(&[("LANG", "fr_FR.UTF-8"), ("LC_TIME", "de_DE.UTF-8")]);
+        let got = env(&sent, Some(&locales));
+        assert!(got.contains(&"TERM=dumb".to_owned()), "{got:?}");
+        assert!(got.contains(&"LANG=C.UTF-8".to_owned()), "{got:?}");
+        assert!(got.contains(&"LC_TIME=de_DE.UTF-8".to_owned()), "{got:?}");
+        // An image without the label: as sent.
+        assert!(env(&sent, None).contains(&"LANG=fr_FR.UTF-8".to_owned()));
+
+        let got = env(&request(&[("TERM", "xterm-256color")]), Some(&locales));
+        assert!(got.contains(&"TERM=xterm-256color".to_owned()), "{got:?}");
+        assert!(!got.contains(&"TERM=dumb".to_owned()), "{got:?}");
+        // A TERM refused as unsafe is replaced too.
+        let got = env(&request(&[("TERM", "../x")]), None);
+        assert!(got.contains(&"TERM=dumb".to_owned()), "{got:?}");
     }
 
     #[test]

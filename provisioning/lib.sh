@@ -22,6 +22,12 @@ readonly BASTION_USERS_GROUP=bastion-users
 # Their real home lives in their container; sshd only chdirs here.
 readonly BASTION_HOST_HOME=/var/lib/bastion/empty
 readonly SYSTEMD_UNIT_DIR=/etc/systemd/system
+# Where install.sh puts these scripts (and the units run them from), so that
+# an installed bastion needs no checkout.
+readonly BASTION_LIB=/usr/local/lib/bastion
+# The firewall's settings, derived from bastion.toml by install.sh: read by
+# bastion-iptables.service (at boot, before Docker) and by this file.
+readonly BASTION_IPTABLES_ENV="$BASTION_ETC/iptables.env"
 
 # --------------------------------------------------------------- output ---
 # Every message names the script that printed it.
@@ -142,6 +148,154 @@ config_bastiond_string() {
             }' "$BASTION_CONFIG")"
     fi
     echo "${value:-$default}"
+}
+
+# The effective value of setting KEY (e.g. sshd.listen) of the config, or
+# DEFAULT: `bastionctl check --get KEY` (defaults included) when bastionctl
+# knows the key; else the key read from its table in the file (a plain
+# `key = "string"` or `key = number` line), else DEFAULT.
+config_value() {
+    local key="$1" default="$2" value table name
+    if [[ -x "$BASTIONCTL" && -r "$BASTION_CONFIG" ]] &&
+        value="$("$BASTIONCTL" check --config "$BASTION_CONFIG" --get "$key" 2>/dev/null)" &&
+        [[ -n "$value" ]]; then
+        echo "$value"
+        return 0
+    fi
+    table="${key%.*}"
+    name="${key##*.}"
+    value=""
+    if [[ -r "$BASTION_CONFIG" ]]; then
+        value="$(awk -v table="[$table]" -v key="$name" '
+            /^[[:space:]]*\[/ { t = $0; sub(/#.*/, "", t); gsub(/[[:space:]]/, "", t); in_table = (t == table); next }
+            in_table && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" {
+                sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]*(#.*)?$/, "")
+                gsub(/^"|"$/, ""); print; exit
+            }' "$BASTION_CONFIG")"
+    fi
+    echo "${value:-$default}"
+}
+
+# Splits a socket address (0.0.0.0:2222, [::]:2222) into LISTEN_ADDR and
+# LISTEN_PORT; fails on anything else.
+split_listen() {
+    local listen="$1"
+    if [[ "$listen" =~ ^\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})$ || "$listen" =~ ^([0-9.]+):([0-9]{1,5})$ ]]; then
+        LISTEN_ADDR="${BASH_REMATCH[1]}"
+        LISTEN_PORT="${BASH_REMATCH[2]}"
+        ((LISTEN_PORT >= 1 && LISTEN_PORT <= 65535))
+    else
+        return 1
+    fi
+}
+
+# The first address of IPv4 network CIDR (its gateway, as bastiond makes it).
+first_address() {
+    local net="${1%/*}" a b c d
+    IFS=. read -r a b c d <<<"$net"
+    local n=$(((a << 24 | b << 16 | c << 8 | d) + 1))
+    echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))"
+}
+
+# The firewall's options (metadata-proxy-iptables.sh) from
+# /etc/bastion/iptables.env, into the array FIREWALL_ARGS; none when the
+# file is absent (the script's defaults, those of bastion.toml).
+firewall_args() {
+    FIREWALL_ARGS=()
+    [[ -r "$BASTION_IPTABLES_ENV" ]] || return 0
+    local line key value p
+    while IFS= read -r line; do
+        [[ "$line" =~ ^([A-Z_]+)=([^[:space:]]*( [0-9]+)*)$ ]] || continue
+        key="${BASH_REMATCH[1]}"
+        value="${BASH_REMATCH[2]}"
+        case "$key" in
+        BASTION_BRIDGE) FIREWALL_ARGS+=(--bridge "$value") ;;
+        BASTION_GATEWAY) FIREWALL_ARGS+=(--gateway "$value") ;;
+        METADATA_PROXY_PORT) FIREWALL_ARGS+=(--port "$value") ;;
+        BASTION_USERS_SUBNET) FIREWALL_ARGS+=(--users-subnet "$value") ;;
+        BASTION_ALLOW_TCP) for p in $value; do FIREWALL_ARGS+=(--allow-tcp "$p"); done ;;
+        esac
+    done <"$BASTION_IPTABLES_ENV"
+}
+
+# TCP listeners on PORT, one line each: ADDRESS PID NAME (ss, root sees
+# every process).
+port_listeners() {
+    ss -ltnpH "( sport = :$1 )" 2>/dev/null | awk '{
+        addr = $4; sub(/:[0-9]+$/, "", addr); gsub(/[][]/, "", addr)
+        pid = "?"; name = "?"
+        if (match($0, /\("[^"]*",pid=[0-9]+/)) {
+            s = substr($0, RSTART + 2, RLENGTH - 2); split(s, p, /",pid=/); name = p[1]; pid = p[2]
+        }
+        print addr, pid, name
+    }'
+}
+
+# Whether listening addresses A and B overlap (equal, or either a wildcard).
+addresses_overlap() {
+    local a="$1" b="$2" w='^(0\.0\.0\.0|::|\*)$'
+    [[ "$a" == "$b" || "$a" =~ $w || "$b" =~ $w ]]
+}
+
+# When another process than the bastion sshd (pid OURS, or none) listens
+# where ADDR:PORT would, prints "ADDRESS PID NAME" of it and succeeds.
+port_taken_by_other() {
+    local addr="$1" port="$2" ours="${3:-}" a pid name
+    while read -r a pid name; do
+        [[ -n "$a" ]] || continue
+        addresses_overlap "$addr" "$a" || continue
+        [[ -n "$ours" && "$pid" == "$ours" ]] && continue
+        echo "$a $pid $name"
+        return 0
+    done < <(port_listeners "$port")
+    return 1
+}
+
+# The ports the host's own (admins') sshd is set up to listen on, whether
+# it runs now or not: /etc/ssh/sshd_config (sshd -T, read only) and, under
+# systemd, ssh.socket (Ubuntu 24.04 starts sshd by socket activation).
+host_sshd_ports() {
+    {
+        if [[ -r /etc/ssh/sshd_config ]] && [[ -x /usr/sbin/sshd ]]; then
+            /usr/sbin/sshd -T -f /etc/ssh/sshd_config 2>/dev/null | awk '$1 == "port" { print $2 }'
+        fi
+        if is_systemd && systemctl is-enabled --quiet ssh.socket 2>/dev/null; then
+            systemctl show -p Listen --value ssh.socket 2>/dev/null | grep -o ':[0-9]* (Stream)' | tr -dc '0-9\n'
+        fi
+    } | sort -un
+}
+
+# When process PID started, in seconds since the epoch.
+proc_start_epoch() {
+    local pid="$1" stat rest btime ticks
+    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+    rest="${stat##*) }"
+    read -r -a fields <<<"$rest"
+    btime="$(awk '$1 == "btime" { print $2 }' /proc/stat)"
+    ticks="$(getconf CLK_TCK)"
+    # starttime is the stat's field 22; the rest begins at field 3.
+    echo $((btime + fields[19] / ticks))
+}
+
+# Why daemon PID runs with outdated inputs, if it does: its executable was
+# replaced, or one of FILES changed after it started. Prints the reason.
+process_outdated() {
+    local pid="$1" started exe file
+    shift
+    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+    if [[ "$exe" == *" (deleted)" ]]; then
+        echo "${exe% (deleted)} was replaced since it started"
+        return 0
+    fi
+    started="$(proc_start_epoch "$pid")" || return 1
+    for file in "$@"; do
+        [[ -e "$file" ]] || continue
+        if (($(stat -c %Y "$file") > started)); then
+            echo "$file changed since it started"
+            return 0
+        fi
+    done
+    return 1
 }
 
 # A keyword's value in the bastion sshd_config (first occurrence), or DEFAULT.
@@ -270,14 +424,20 @@ sshd_config_check() {
     return 1
 }
 
-metadata_proxy_ready() { curl -fsS -m 1 http://127.0.0.1:8776/healthz >/dev/null 2>&1; }
+# The proxy's /healthz, where bastion.toml puts its admin listener.
+metadata_proxy_ready() {
+    [[ -n "${BASTION_PROXY_ADMIN:-}" ]] || BASTION_PROXY_ADMIN="$(config_value metadata_proxy.admin_listen 127.0.0.1:8776)"
+    curl -fsS -m 1 "http://$BASTION_PROXY_ADMIN/healthz" >/dev/null 2>&1
+}
 metadata_proxy_prestart() {
     [[ -x "$SVC_EXE" ]] || die "$SVC_EXE is not installed: run provisioning/install.sh"
     local problem
     problem="$(bastion_config_check)" || die "$BASTION_CONFIG is invalid: $problem"
-    # Never serve without the firewall in front (kube2iam #170).
-    "$BASTION_PROVISIONING/metadata-proxy-iptables.sh" check >/dev/null ||
-        die "the metadata proxy's iptables rules are missing: run provisioning/metadata-proxy-iptables.sh apply"
+    # Never serve without the firewall in front (kube2iam #170), with the
+    # settings install.sh derived from bastion.toml.
+    firewall_args
+    "$BASTION_PROVISIONING/metadata-proxy-iptables.sh" check "${FIREWALL_ARGS[@]}" >/dev/null ||
+        die "the metadata proxy's iptables rules are missing: run $BASTION_PROVISIONING/metadata-proxy-iptables.sh apply ${FIREWALL_ARGS[*]}"
 }
 
 bastiond_socket() { config_bastiond_string socket "$BASTION_RUN/bastiond.sock"; }
@@ -301,7 +461,10 @@ sshd_prestart() {
     chmod 0755 /run/sshd
     local problem
     problem="$(sshd_config_check)" || die "$BASTION_SSHD_CONFIG is invalid: $problem"
-    ! sshd_ready || die "$(sshd_addr):$(sshd_port) is already in use by another process (ss -ltnp | grep :$(sshd_port)); set BASTION_SSH_PORT to use another port"
+    local taken
+    if taken="$(port_taken_by_other "$(sshd_addr)" "$(sshd_port)")"; then
+        die "$(sshd_addr):$(sshd_port) is taken: ${taken##* } (pid $(cut -d' ' -f2 <<<"$taken")) listens on ${taken%% *}:$(sshd_port). Choose another port: [sshd] listen in $BASTION_CONFIG (e.g. listen = \"0.0.0.0:2022\"), then run provisioning/install.sh; for --demo/--test set BASTION_SSH_PORT"
+    fi
 }
 
 dockerd_ready() { docker info >/dev/null 2>&1; }
@@ -436,7 +599,22 @@ service_start() {
 # SIGTERM/SIGINT/SIGHUP make it exit, leaving the daemon to `service_stop`;
 # the signal may land while it launches the daemon, so the stopper repeats
 # it until the supervisor is gone.
+# Closes every descriptor above stderr this shell inherited (but its own
+# script's, 255), so that daemons hold nothing of whoever started them: a
+# lock the caller held (`flock LOCK install.sh`) would otherwise stay held
+# for as long as the daemons run.
+close_inherited_fds() {
+    local fd
+    for fd in "/proc/$$/fd"/*; do
+        fd="${fd##*/}"
+        if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2 && fd != 255)); then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
+}
+
 service_supervise() {
+    close_inherited_fds
     service_define "$1"
     local stopping=false child status how delay now t recent restarts=()
     trap 'stopping=true' TERM INT HUP

@@ -65,6 +65,15 @@ install() {
 
 run() {
     [[ -x "$venv/bin/python" ]] || die "no venv at $venv: run '$0 install' first"
+    # Hold nothing of whoever started it (a lock held around install.sh
+    # would stay held for as long as the server runs).
+    local fd
+    for fd in "/proc/$$/fd"/*; do
+        fd="${fd##*/}"
+        if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2 && fd != 255)); then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
     exec "$venv/bin/python" "$server_py" "$port" 127.0.0.1 "$gateway"
 }
 

@@ -452,3 +452,65 @@ fn hitting_the_process_limit_is_reported_and_recoverable() {
         ssh_run(&u, "ls / | cat").status.success()
     }));
 }
+
+/// Issue 12: `ssh bastion kubectx` printed three tput errors (no TERM
+/// without a terminal), and a client's LANG the image lacks made perl warn
+/// at every command.
+#[test]
+fn a_session_without_a_terminal_gets_a_term_and_only_locales_the_image_has() {
+    let u = user("bt-termlocale");
+    let out = ssh_run(
+        &u,
+        "echo \"$TERM\"; kubectx >/dev/null; tput setaf 1 >/dev/null; echo done",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "dumb\ndone\n",
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tput"), "{stderr}");
+
+    let image_locales = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{ index .Config.Labels \"bastion.image.locales\" }}",
+        "bastion/user:latest",
+    ]);
+    assert!(
+        image_locales.split_whitespace().any(|l| l == "de_DE.UTF-8"),
+        "the image lists its locales: {image_locales:?}"
+    );
+    let with_lang = |lang: &str| {
+        ssh(
+            &u,
+            &["-T", "-o", "SendEnv=LANG LC_TIME"],
+            &["echo \"$LANG $LC_TIME\"; perl -e 1"],
+        )
+        .env("LANG", lang)
+        .env("LC_TIME", lang)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+    };
+    // A locale the image has: kept, and perl is quiet.
+    let out = with_lang("de_DE.UTF-8");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "de_DE.UTF-8 de_DE.UTF-8\n"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One it lacks: C.UTF-8, and perl is quiet too.
+    let out = with_lang("xx_YY.UTF-8");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "C.UTF-8 C.UTF-8\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

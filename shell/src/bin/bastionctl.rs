@@ -32,6 +32,7 @@ enum Command {
         /// Print the effective value of one setting instead (for scripts):
         /// sshd.listen, bastiond.socket, bastiond.health_socket,
         /// bastiond.image, bastiond.network.name, bastiond.network.subnet,
+        /// bastiond.network.users_subnet, metadata_proxy.port,
         /// metadata_proxy.admin_listen, recording.log_dir, recording.audit_log.
         #[arg(long, value_name = "KEY")]
         get: Option<String>,

@@ -3,7 +3,7 @@
 //! writes one JSON line per connection ([`Health`]) and closes it. It reads
 //! nothing from the peer, so a client can only ask.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,23 +51,7 @@ pub struct Part {
 /// Binds the health socket at `path`, replacing a stale one, readable and
 /// writable by root only.
 pub fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
-    let err = |source| BrokerError::Listen {
-        path: path.to_owned(),
-        source,
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(BrokerError::AlreadyRunning {
-                path: path.to_owned(),
-            });
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    // Bound with the process umask (bastiond's unit has 0077), then made
-    // 0600 whatever the umask was: connecting needs write permission.
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    super::bind_socket(path, 0o600)
 }
 
 /// Answers each connection with the broker's health until aborted.
@@ -182,6 +166,8 @@ pub enum HealthError {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -392,6 +392,18 @@ pub fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
             .create(dir)
             .map_err(err)?;
     }
+    bind_socket(path, 0o666)
+}
+
+/// Binds a unix socket at `path` with `mode`, replacing a stale one (no
+/// process listening); a live one means another bastiond runs. Bound with
+/// the process umask, then set to `mode` (connecting needs write
+/// permission, so a narrower umask only shortens who may connect).
+pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, BrokerError> {
+    let err = |source| BrokerError::Listen {
+        path: path.to_owned(),
+        source,
+    };
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(BrokerError::AlreadyRunning {
@@ -401,7 +413,7 @@ pub fn listen(path: &Path) -> Result<UnixListener, BrokerError> {
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
     Ok(listener)
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -144,6 +144,11 @@ fn replace(
         .open(&tmp)
         .map_err(err)?;
     file.write_all(data).map_err(err)?;
+    // Exactly `mode`, whatever bastiond's umask (its unit's UMask, or a
+    // narrower one) took away at create: a 0600 /etc/passwd breaks `id`
+    // and every name lookup inside the container.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(err)?;
     file.sync_all().map_err(err)?;
     if let Some((uid, gid)) = owner {
         nix::unistd::fchown(

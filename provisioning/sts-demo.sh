@@ -26,6 +26,8 @@ gateway="${BASTION_GATEWAY:-172.30.0.1}"
 venv="${STS_DEMO_VENV:-/opt/bastion/moto}"
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 server_py="$here/sts-demo-server.py"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh" # close_inherited_fds
 pidfile=/run/bastion/sts-demo.pid
 log=/var/log/bastion/sts-demo.log
 
@@ -65,15 +67,8 @@ install() {
 
 run() {
     [[ -x "$venv/bin/python" ]] || die "no venv at $venv: run '$0 install' first"
-    # Hold nothing of whoever started it (a lock held around install.sh
-    # would stay held for as long as the server runs).
-    local fd
-    for fd in "/proc/$$/fd"/*; do
-        fd="${fd##*/}"
-        if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2 && fd != 255)); then
-            eval "exec $fd>&-" 2>/dev/null || true
-        fi
-    done
+    # Hold nothing of whoever started it.
+    close_inherited_fds
     exec "$venv/bin/python" "$server_py" "$port" 127.0.0.1 "$gateway"
 }
 

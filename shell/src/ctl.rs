@@ -27,40 +27,51 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// The settings `bastionctl check --get KEY` prints, for scripts
-/// (`provisioning/install.sh` reads where the bastion sshd listens).
-pub const GETTABLE_KEYS: &[&str] = &[
-    "sshd.listen",
-    "bastiond.socket",
-    "bastiond.health_socket",
-    "bastiond.image",
-    "bastiond.network.name",
-    "bastiond.network.subnet",
-    "bastiond.network.users_subnet",
-    "metadata_proxy.port",
-    "metadata_proxy.admin_listen",
-    "recording.log_dir",
-    "recording.audit_log",
+/// (`provisioning/install.sh` reads where the bastion sshd listens), each
+/// with how to read it from a config.
+/// How one `--get` key is read from a config.
+type Read = fn(&Config) -> String;
+
+const GETTABLE: &[(&str, Read)] = &[
+    ("sshd.listen", |c| c.sshd.listen.to_string()),
+    ("bastiond.socket", |c| {
+        c.bastiond.socket.display().to_string()
+    }),
+    ("bastiond.health_socket", |c| {
+        c.bastiond.health_socket.display().to_string()
+    }),
+    ("bastiond.image", |c| c.bastiond.image.clone()),
+    ("bastiond.network.name", |c| c.bastiond.network.name.clone()),
+    ("bastiond.network.subnet", |c| {
+        c.bastiond.network.subnet.to_string()
+    }),
+    ("bastiond.network.users_subnet", |c| {
+        c.bastiond.network.users_subnet.to_string()
+    }),
+    ("metadata_proxy.port", |c| c.metadata_proxy.port.to_string()),
+    ("metadata_proxy.admin_listen", |c| {
+        c.metadata_proxy.admin_listen.to_string()
+    }),
+    ("recording.log_dir", |c| {
+        c.recording.log_dir.display().to_string()
+    }),
+    ("recording.audit_log", |c| {
+        c.recording.audit_log.display().to_string()
+    }),
 ];
 
+/// The keys `bastionctl check --get` knows.
+pub fn gettable_keys() -> impl Iterator<Item = &'static str> {
+    GETTABLE.iter().map(|(key, _)| *key)
+}
+
 /// `bastionctl check --get KEY`: the effective value of one setting of a
-/// valid config (defaults included), or `None` for a key not in
-/// [`GETTABLE_KEYS`].
+/// valid config (defaults included), or `None` for a key it does not know.
 pub fn get(config: &Config, key: &str) -> Option<String> {
-    let b = &config.bastiond;
-    Some(match key {
-        "sshd.listen" => config.sshd.listen.to_string(),
-        "bastiond.socket" => b.socket.display().to_string(),
-        "bastiond.health_socket" => b.health_socket.display().to_string(),
-        "bastiond.image" => b.image.clone(),
-        "bastiond.network.name" => b.network.name.clone(),
-        "bastiond.network.subnet" => b.network.subnet.to_string(),
-        "bastiond.network.users_subnet" => b.network.users_subnet.to_string(),
-        "metadata_proxy.port" => config.metadata_proxy.port.to_string(),
-        "metadata_proxy.admin_listen" => config.metadata_proxy.admin_listen.to_string(),
-        "recording.log_dir" => config.recording.log_dir.display().to_string(),
-        "recording.audit_log" => config.recording.audit_log.display().to_string(),
-        _ => return None,
-    })
+    GETTABLE
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, read)| read(config))
 }
 
 /// Why an `access` command could not run.
@@ -386,7 +397,7 @@ mod tests {
     #[test]
     fn every_gettable_key_has_a_value_and_others_none() {
         let config = Config::parse("[sshd]\nlisten = \"127.0.0.1:2022\"\n").unwrap();
-        for key in GETTABLE_KEYS {
+        for key in gettable_keys() {
             assert!(get(&config, key).is_some(), "{key}");
         }
         assert_eq!(get(&config, "sshd.listen").unwrap(), "127.0.0.1:2022");

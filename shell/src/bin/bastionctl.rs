@@ -280,7 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             None => anyhow::bail!(
                 "--get {key}: not a key it prints (one of: {})",
-                bastion::ctl::GETTABLE_KEYS.join(", ")
+                bastion::ctl::gettable_keys().collect::<Vec<_>>().join(", ")
             ),
         };
     }

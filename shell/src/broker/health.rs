@@ -104,7 +104,7 @@ pub async fn health(broker: &Broker, login_socket: &Path) -> Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
         uptime_seconds: broker.started.elapsed().as_secs(),
-        live_sessions: broker.live.ids().len(),
+        live_sessions: broker.live.total(),
         docker,
         login_socket,
     }

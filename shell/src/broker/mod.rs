@@ -141,6 +141,11 @@ impl LiveSessions {
         self.ids.lock().expect("live lock poisoned").clone()
     }
 
+    /// How many sessions are live now, of all users.
+    pub fn total(&self) -> usize {
+        self.ids.lock().expect("live lock poisoned").len()
+    }
+
     pub fn count(&self, user: &str) -> usize {
         let users = self.users.lock().expect("live lock poisoned");
         users.get(user).map_or(0, |e| e.0)
